@@ -1,0 +1,83 @@
+"""HTTP client used by the CLI commands that talk to a running server.
+
+The CLI goes through the same API as every other client, so the CLI and the API share
+one code path into the services.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kenning.settings import Settings
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+def resolve_key(settings: Settings) -> str | None:
+    if settings.api_key:
+        return settings.api_key
+    path = settings.bootstrap_key_path
+    return path.read_text().strip() if path.exists() else None
+
+
+class Client:
+    def __init__(self, settings: Settings, *, timeout: float = 120.0) -> None:
+        key = resolve_key(settings)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.base = settings.api_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, *, retries: int = 20, **kw: Any) -> Any:
+        for _ in range(retries):
+            try:
+                response = self.http.request(method, path, **kw)
+            except httpx.ConnectError as exc:
+                raise ApiError(0, "unreachable",
+                               f"no Kenning server at {self.base} (start `kenning serve`)") from exc
+            if response.status_code == 429:
+                time.sleep(float(response.headers.get("retry-after", "1")))
+                continue
+            if response.status_code >= 400:
+                try:
+                    err = response.json()["error"]
+                    raise ApiError(response.status_code, err["code"], err["message"])
+                except (ValueError, KeyError, TypeError):
+                    raise ApiError(response.status_code, "http_error", response.text) from None
+            return response.json() if response.content else None
+        raise ApiError(429, "backpressure", "server stayed busy; try again later")
+
+    def ingest_file(self, path: Path, metadata: str | None = None) -> dict[str, Any]:
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        data = {"metadata": metadata} if metadata else {}
+        with path.open("rb") as fh:
+            result: dict[str, Any] = self._call(
+                "POST", "/v1/assets", files={"file": (path.name, fh, mime)}, data=data
+            )
+        return result
+
+    def ingest_json(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/assets", json=body)
+        return result
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, params=params)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._call("POST", path, json=body)
+
+    def similar_file(self, path: Path, threshold: float | None) -> Any:
+        data = {"threshold": str(threshold)} if threshold is not None else {}
+        with path.open("rb") as fh:
+            return self._call("POST", "/v1/similar", files={"file": (path.name, fh)}, data=data)

@@ -1,0 +1,291 @@
+"""The ``kenning`` command. Commands stay thin: they call the API (through
+:class:`~kenning.cli.client.Client`) or, for local administration, the same services the
+API uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kenning.cli.client import ApiError, Client
+from kenning.settings import Settings
+
+app = typer.Typer(help="Kenning: self-hosted media intelligence.", no_args_is_help=True)
+dlq = typer.Typer(help="Dead-lettered work: list and redrive.", no_args_is_help=True)
+db = typer.Typer(help="Metadata database.", no_args_is_help=True)
+apikey = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+app.add_typer(db, name="db")
+app.add_typer(apikey, name="apikey")
+console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Overrides KENNING_DATA_DIR.", show_default=False)
+]
+ApiUrl = Annotated[str | None, typer.Option("--api-url", help="Overrides KENNING_API_URL.")]
+
+
+def _settings(data_dir: Path | None = None, api_url: str | None = None, **extra: Any) -> Settings:
+    values: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    if api_url is not None:
+        values["api_url"] = api_url
+    return Settings(**values)
+
+
+def _client(data_dir: Path | None, api_url: str | None) -> Client:
+    return Client(_settings(data_dir, api_url))
+
+
+def _fail(exc: ApiError) -> None:
+    console.print(f"[red]error[/red] {exc.code}: {exc.message}")
+    raise typer.Exit(2)
+
+
+def _print(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Pipeline worker threads.")] = None,
+) -> None:
+    """Run the API and the pipeline workers (embedded profile)."""
+    import uvicorn
+
+    from kenning.api.app import create_app
+    from kenning.observability.logging import configure_logging
+
+    settings = _settings(data_dir, host=host, port=port, workers=workers)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    application = create_app(settings=settings)
+    console.print(
+        f"Kenning on http://{settings.host}:{settings.port} (docs: /docs), data in "
+        f"{settings.data_dir.resolve()}, bootstrap key in {settings.bootstrap_key_path}"
+    )
+    uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
+                access_log=False)
+
+
+def _walk(targets: list[str]) -> list[str | Path]:
+    out: list[str | Path] = []
+    for target in targets:
+        if target.startswith(("http://", "https://")):
+            out.append(target)
+            continue
+        path = Path(target)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file()
+                              and not p.name.startswith(".")))
+        elif path.is_file():
+            out.append(path)
+        else:
+            console.print(f"[yellow]skipped[/yellow] {target}: no such file or folder")
+    return out
+
+
+def ingest_items(
+    client: Client, items: list[str | Path], *, metadata: str | None = None, parallel: int = 4
+) -> dict[str, int]:
+    """Upload items concurrently with a progress bar; counts new, duplicate, rejected."""
+    counts = {"new": 0, "duplicate": 0, "rejected": 0}
+
+    def send(item: str | Path) -> tuple[str | Path, dict[str, Any] | ApiError]:
+        try:
+            if isinstance(item, Path):
+                return item, client.ingest_file(item, metadata)
+            body: dict[str, Any] = {"url": item}
+            if metadata:
+                body["metadata"] = json.loads(metadata)
+            return item, client.ingest_json(body)
+        except ApiError as exc:
+            if exc.code == "unreachable":
+                raise
+            return item, exc
+
+    columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress, ThreadPoolExecutor(parallel) as pool:
+        task = progress.add_task("ingest", total=len(items))
+        for future in as_completed([pool.submit(send, i) for i in items]):
+            item, result = future.result()
+            if isinstance(result, ApiError):
+                counts["rejected"] += 1
+                progress.console.print(f"[red]rejected[/red] {item}: {result.code}")
+            else:
+                counts["duplicate" if result.get("duplicate_of") else "new"] += 1
+            progress.advance(task)
+    return counts
+
+
+@app.command()
+def ingest(
+    targets: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or URLs.")],
+    data_dir: DataDir = None,
+    api_url: ApiUrl = None,
+    metadata: Annotated[str | None, typer.Option(help="JSON metadata for every item.")] = None,
+    parallel: Annotated[int, typer.Option(help="Concurrent uploads.")] = 4,
+) -> None:
+    """Send files, folders and URLs to the server, with a progress bar."""
+    client = _client(data_dir, api_url)
+    try:
+        counts = ingest_items(client, _walk(targets), metadata=metadata, parallel=parallel)
+    except ApiError as exc:
+        _fail(exc)
+    _print(counts)
+    if counts["rejected"] and not (counts["new"] or counts["duplicate"]):
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    mode: Annotated[str, typer.Option(help="keyword, semantic or hybrid.")] = "hybrid",
+    limit: Annotated[int, typer.Option(help="Most hits.")] = 10,
+    kind: Annotated[list[str] | None, typer.Option(help="Filter by asset kind.")] = None,
+    language: Annotated[list[str] | None, typer.Option(help="Filter by language.")] = None,
+    data_dir: DataDir = None,
+    api_url: ApiUrl = None,
+) -> None:
+    """Search the corpus (same as POST /v1/search)."""
+    body = {"query": query, "mode": mode, "limit": limit,
+            "filters": {"kind": kind or None, "language": language or None}}
+    try:
+        result = _client(data_dir, api_url).post("/v1/search", body)
+    except ApiError as exc:
+        _fail(exc)
+    table = Table("score", "kind", "asset", "title / text")
+    for hit in result["hits"]:
+        snippet = (hit.get("highlight") or hit.get("text") or "").replace("\n", " ")[:100]
+        table.add_row(f"{hit['score']:.4f}", hit["kind"], hit["asset_id"],
+                      f"{hit.get('title') or ''}\n{snippet}")
+    Console().print(table)
+
+
+@app.command()
+def similar(
+    target: Annotated[str, typer.Argument(help="A file path or an asset id.")],
+    threshold: Annotated[float | None, typer.Option(help="PDQ bits or cosine.")] = None,
+    data_dir: DataDir = None,
+    api_url: ApiUrl = None,
+) -> None:
+    """Find near-duplicates and similar items (same as POST /v1/similar)."""
+    client = _client(data_dir, api_url)
+    try:
+        path = Path(target)
+        if path.is_file():
+            result = client.similar_file(path, threshold)
+        else:
+            result = client.post("/v1/similar", {"asset_id": target, "threshold": threshold})
+    except ApiError as exc:
+        _fail(exc)
+    _print(result)
+
+
+@app.command()
+def status(data_dir: DataDir = None, api_url: ApiUrl = None) -> None:
+    """Server readiness and queue depths."""
+    client = _client(data_dir, api_url)
+    try:
+        ready = client.http.get("/readyz").json()
+        queues = client.get("/v1/admin/queues")
+    except ApiError as exc:
+        _fail(exc)
+    except Exception as exc:
+        console.print(f"[red]error[/red] server unreachable: {exc}")
+        raise typer.Exit(2) from exc
+    _print({"ready": ready, "queues": queues})
+
+
+@dlq.command("list")
+def dlq_list(data_dir: DataDir = None, api_url: ApiUrl = None) -> None:
+    """Dead letters of your tenant."""
+    try:
+        _print(_client(data_dir, api_url).get("/v1/admin/dead-letters"))
+    except ApiError as exc:
+        _fail(exc)
+
+
+@dlq.command("redrive")
+def dlq_redrive(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (default: all).")]
+    = None,
+    data_dir: DataDir = None,
+    api_url: ApiUrl = None,
+) -> None:
+    """Put dead-lettered work back on its queue."""
+    try:
+        _print(_client(data_dir, api_url).post("/v1/admin/dead-letters", {"ids": ids or None}))
+    except ApiError as exc:
+        _fail(exc)
+
+
+@db.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Apply database migrations."""
+    from kenning.stores.metadata import Database
+
+    settings = _settings(data_dir)
+    settings.ensure_dirs()
+    Database(settings.resolved_database_url).upgrade()
+    console.print("database is at the latest revision")
+
+
+@apikey.command("create")
+def apikey_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name (created if missing).")] = "default",
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key (printed once; only its hash is stored)."""
+    from kenning.services.tenants import TenantService
+    from kenning.stores.metadata import Database
+
+    settings = _settings(data_dir)
+    settings.ensure_dirs()
+    database = Database(settings.resolved_database_url)
+    database.upgrade()
+    service = TenantService(database)
+    tenant_id = service.tenant_id(tenant) or service.create_tenant(tenant)
+    issued = service.create_key(tenant_id, name, actor="cli")
+    _print({"tenant": tenant, "tenant_id": tenant_id, "key_id": issued.key_id,
+            "api_key": issued.key})
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Every setting with its environment variable, current value and description."""
+    current = Settings()
+    for name, field in Settings.model_fields.items():
+        value = getattr(current, name)
+        sys.stdout.write(f"KENNING_{name.upper()}={value}\n    {field.description}\n")
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    articles: Annotated[int, typer.Option(help="News articles to ingest.")] = 300,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve",
+                                              help="Keep serving when done.")] = True,
+) -> None:
+    """Start a server, ingest the real demo corpus, print where to look."""
+    from kenning.cli.demo import run_demo
+
+    settings = _settings(data_dir or Path(os.environ.get("KENNING_DATA_DIR", ".kenning")))
+    raise typer.Exit(run_demo(settings, articles=articles, keep_serving=serve_after))
+
+
+if __name__ == "__main__":
+    app()

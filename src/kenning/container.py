@@ -1,0 +1,146 @@
+"""Wires one Kenning process together from settings: stores, broker, pipeline, services.
+
+The API, the CLI, the tests and the benchmarks all build this same object, so there is
+one code path from a request to the stores. ``start()`` brings up what runs in the
+background (worker threads, reconciler); ``close()`` stops it in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import Broker
+
+from kenning.ingest.service import IngestService
+from kenning.pipeline.reconciler import Reconciler
+from kenning.pipeline.registry import ProcessorRegistry, Resources
+from kenning.pipeline.runner import StageRunner
+from kenning.queue.dispatch import Dispatcher, declare_actors
+from kenning.queue.protocol import QueueAdmin
+from kenning.queue.sqlite_broker import SQLiteBroker
+from kenning.services.admin import AdminService
+from kenning.services.assets import AssetService
+from kenning.services.audit import AuditService
+from kenning.services.search import SearchService
+from kenning.services.similarity import SimilarityService
+from kenning.services.tenants import TenantService
+from kenning.services.webhooks import WebhookService
+from kenning.settings import Settings
+from kenning.stores.bundle import Stores, build_stores
+from kenning.stores.sync import rebuild_indexes
+
+log = logging.getLogger(__name__)
+
+
+def make_broker(settings: Settings) -> Broker:
+    """The embedded durable SQLite broker (a RabbitMQ/Redis URL selects those later)."""
+    if settings.broker_url and not settings.broker_url.startswith("sqlite"):
+        raise NotImplementedError(
+            f"broker {settings.broker_url!r}: only the embedded SQLite broker ships so far"
+        )
+    path = Path(settings.broker_url.split("///", 1)[1]) if settings.broker_url else (
+        settings.queue_path
+    )
+    return SQLiteBroker(path)
+
+
+class Kenning:
+    """Everything one process needs, built lazily from one :class:`Settings`."""
+
+    def __init__(self, settings: Settings | None = None, *, stores: Stores | None = None) -> None:
+        self.settings = settings or Settings()
+        self.settings.ensure_dirs()
+        self.stores = stores or build_stores(self.settings)
+        self.stores.db.upgrade()
+        self.resources = Resources(self.settings)
+        self.registry = ProcessorRegistry.from_entry_points(self.resources)
+        self.broker = make_broker(self.settings)
+        self.dispatcher = Dispatcher(
+            self.broker,
+            time_limit_s=self._time_limit_s,
+            max_retries=self.settings.max_retries,
+            webhook_max_attempts=self.settings.webhook_max_attempts,
+        )
+        self.tenants = TenantService(self.stores.db)
+        self.audit = AuditService(self.stores.db)
+        self.webhooks = WebhookService(self.stores.db, self.settings)
+        self.runner = StageRunner(
+            self.stores, self.registry, self.settings,
+            enqueue=self.dispatcher.stages, notify=self.dispatcher.webhooks,
+        )
+        declare_actors(
+            self.broker, run_stage=self.runner.run, deliver_webhook=self.webhooks.deliver,
+            min_backoff_ms=self.settings.retry_min_backoff_ms,
+            max_backoff_ms=self.settings.retry_max_backoff_ms,
+        )
+        self.dispatcher.declare_queues(self.registry.queues())
+        self.ingest = IngestService(self.stores, self.registry, self.dispatcher, self.settings)
+        self.assets = AssetService(self.stores)
+        self.search = SearchService(self.stores, self.resources.embedder, self.settings)
+        self.similarity = SimilarityService(self.stores, self.resources.embedder, self.settings)
+        self.admin = AdminService(self.stores.db, self.queue_admin)
+        self.reconciler = Reconciler(
+            self.stores.db, self.dispatcher,
+            stale_after_s=max(self.settings.lease_s, self.settings.retry_max_backoff_ms / 1000),
+        )
+        self._worker: Any = None
+        self._indexes_loaded = False
+
+    def _time_limit_s(self, processor: str) -> float:
+        return self.runner.time_limit_s(processor)
+
+    @property
+    def queue_admin(self) -> QueueAdmin:
+        assert isinstance(self.broker, QueueAdmin)
+        return self.broker
+
+    @property
+    def indexes_loaded(self) -> bool:
+        return self._indexes_loaded
+
+    def worker_state(self) -> str:
+        if not (self.settings.run_workers and self.settings.workers > 0):
+            return "disabled"
+        return "ok" if self._worker is not None else "stopped"
+
+    def load_indexes(self) -> dict[str, int]:
+        """Fill the in-memory indexes from the database (once per process)."""
+        counts = rebuild_indexes(self.stores)
+        self._indexes_loaded = True
+        log.info("indexes loaded", extra=counts)
+        return counts
+
+    def start(self, *, workers: int | None = None) -> None:
+        """Load indexes, recover orphaned work, start worker threads and the reconciler."""
+        if not self._indexes_loaded:
+            self.load_indexes()
+        threads = self.settings.workers if workers is None else workers
+        if threads > 0 and self.settings.run_workers:
+            self.reconciler.release_orphans()
+            self.reconciler.sweep(everything=True)
+            self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=200)
+            self._worker.start()
+            self.reconciler.start(self.settings.reconcile_interval_s)
+
+    def join(self, timeout_s: float = 120.0) -> None:
+        """Wait until no stage is pending, queued or running (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout_s
+        while self.ingest.unfinished_stages():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pipeline not idle after {timeout_s} s")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.reconciler.stop()
+        if self._worker is not None:
+            self._worker.stop(timeout=10_000)
+            self._worker = None
+        self.resources.close()
+        self.broker.close()
+        self.stores.vectors.save()
+        self.stores.hashes.save()
+        self.stores.db.dispose()

@@ -1,0 +1,138 @@
+"""Job and stage-run state transitions, all inside the caller's transaction.
+
+States of a stage run: ``pending`` (waits for upstream) -> ``queued`` (a message is or
+will be on the broker) -> ``running`` (leased) -> ``succeeded`` | ``failed`` |
+``skipped`` (an upstream stage failed). A job is done when every stage is terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from kenning.pipeline.dag import PlannedStage
+from kenning.stores.metadata.tables import Asset, Job, StageRun, Tenant, WebhookDelivery, utcnow
+
+TERMINAL = frozenset({"succeeded", "failed", "skipped"})
+
+
+def lock_job(s: Session, job_id: str) -> Job | None:
+    """Serialise completions of one job (row lock on PostgreSQL; SQLite is serial anyway)."""
+    return s.scalar(select(Job).where(Job.id == job_id).with_for_update())
+
+
+def create_job(
+    s: Session, asset: Asset, plan: Iterable[PlannedStage], *, kind: str = "ingest"
+) -> tuple[Job, list[StageRun]]:
+    """A job with one stage run per planned stage; returns the runs ready to enqueue."""
+    job = Job(tenant_id=asset.tenant_id, asset_id=asset.id, kind=kind, state="queued")
+    s.add(job)
+    s.flush()
+    ready = []
+    now = utcnow()
+    for stage in plan:
+        run = StageRun(
+            job_id=job.id, asset_id=asset.id, processor=stage.name, version=stage.version,
+            queue=stage.queue, depends_on={"stages": list(stage.depends_on)},
+            state="pending" if stage.depends_on else "queued",
+            enqueued_at=None if stage.depends_on else now,
+        )
+        s.add(run)
+        if not stage.depends_on:
+            ready.append(run)
+    s.flush()
+    return job, ready
+
+
+def skip_stages(s: Session, job_id: str, names: Iterable[str]) -> None:
+    names = list(names)
+    if names:
+        s.execute(
+            update(StageRun)
+            .where(StageRun.job_id == job_id, StageRun.processor.in_(names),
+                   StageRun.state.in_(("pending", "queued")))
+            .values(state="skipped", finished_at=utcnow(), error="an upstream stage failed")
+            .execution_options(synchronize_session=False)
+        )
+
+
+def release_ready(s: Session, job_id: str) -> list[StageRun]:
+    """Pending stages whose upstream all succeeded become queued; returns them."""
+    runs = list(s.scalars(select(StageRun).where(StageRun.job_id == job_id)))
+    done = {r.processor for r in runs if r.state == "succeeded"}
+    ready = []
+    for run in runs:
+        if run.state == "pending" and set(run.depends_on.get("stages", [])) <= done:
+            run.state = "queued"
+            run.enqueued_at = utcnow()
+            ready.append(run)
+    s.flush()
+    return ready
+
+
+def finalize_if_done(s: Session, job_id: str) -> list[str]:
+    """Close the job and set the asset status when every stage is terminal.
+
+    Returns ids of webhook deliveries created (the caller enqueues them after commit).
+    """
+    job = s.get(Job, job_id)
+    if job is None:
+        return []
+    asset = s.get(Asset, job.asset_id)
+    if asset is None:
+        return []
+    states = list(s.scalars(select(StageRun.state).where(StageRun.job_id == job_id)))
+    if not all(state in TERMINAL for state in states):
+        if job.state == "queued":
+            job.state = "running"
+            asset.status = "processing"
+        return []
+    if job.state in TERMINAL | {"partial"}:
+        return []  # already finalised by an earlier completion
+    ok = states.count("succeeded")
+    job.state = "succeeded" if ok == len(states) else ("partial" if ok else "failed")
+    job.finished_at = utcnow()
+    asset.status = {"succeeded": "ready", "partial": "partial", "failed": "failed"}[job.state]
+    if not asset.callback_url:
+        return []
+    tenant = s.get(Tenant, asset.tenant_id)
+    assert tenant is not None
+    delivery = WebhookDelivery(
+        tenant_id=asset.tenant_id, asset_id=asset.id, url=asset.callback_url,
+        event=f"asset.{asset.status}",
+        payload={
+            "event": f"asset.{asset.status}", "asset_id": asset.id, "job_id": job.id,
+            "status": asset.status, "kind": asset.kind, "external_id": asset.external_id,
+            "stages": {r.processor: r.state for r in
+                       s.scalars(select(StageRun).where(StageRun.job_id == job_id))},
+        },
+    )
+    s.add(delivery)
+    s.flush()
+    return [delivery.id]
+
+
+def reset_for_redrive(s: Session, stage_run_id: str) -> StageRun | None:
+    """Give a failed stage a fresh start and reopen what its failure closed."""
+    run = s.get(StageRun, stage_run_id)
+    if run is None:
+        return None
+    lock_job(s, run.job_id)
+    run.state = "queued"
+    run.attempts = 0
+    run.enqueued_at = utcnow()
+    run.finished_at = None
+    s.execute(
+        update(StageRun)
+        .where(StageRun.job_id == run.job_id, StageRun.state == "skipped")
+        .values(state="pending", finished_at=None, error=None)
+        .execution_options(synchronize_session=False)
+    )
+    job = s.get(Job, run.job_id)
+    asset = s.get(Asset, run.asset_id)
+    if job is not None and asset is not None:
+        job.state, job.finished_at, asset.status = "running", None, "processing"
+    s.flush()
+    return run

@@ -1,0 +1,96 @@
+"""image.pdq: Meta's PDQ perceptual hash, with the 8 dihedral variants for mirrors/rotations.
+
+Hashes are 32 bytes, most significant bit first, so ``bits.hex()`` is the standard
+64-character PDQ hex string. Near-duplicates are at small Hamming distance; the
+similarity service counts ``<= settings.pdq_threshold`` (31 of 256) as a match.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pdqhash
+from PIL import Image
+
+from kenning.ingest.validate import safe_open_image
+from kenning.pipeline.processor import (
+    BaseProcessor,
+    FingerprintOut,
+    MediaKind,
+    StageInput,
+    StageOutput,
+)
+from kenning.settings import Settings
+
+__all__ = ["VARIANTS", "HashPdq", "hamming", "pdq_dihedral", "pdq_hash"]
+
+VARIANTS = (
+    "original",
+    "rot90",
+    "rot180",
+    "rot270",
+    "flip_x",
+    "flip_y",
+    "flip_plus1",
+    "flip_minus1",
+)
+"""Names of the dihedral transforms, in the order PDQ computes them."""
+
+# PDQ's reference hasher downsamples to 512x512 first: the Jarosz filters it runs
+# next are slow on big images and the hash only looks at 64x64 anyway.
+_DOWNSAMPLE = 512
+
+
+def pdq_hash(image: Image.Image) -> tuple[bytes, int]:
+    """The 32-byte PDQ hash of ``image`` and its quality (0-100; below ~50 is unreliable)."""
+    vector, quality = pdqhash.compute(_luma_input(image))
+    return _pack(vector), int(quality)
+
+
+def pdq_dihedral(image: Image.Image) -> tuple[dict[str, bytes], int]:
+    """Hashes of ``image`` under all 8 rotations/flips (keyed by :data:`VARIANTS`)."""
+    vectors, quality = pdqhash.compute_dihedral(_luma_input(image))
+    return {name: _pack(v) for name, v in zip(VARIANTS, vectors, strict=True)}, int(quality)
+
+
+def hamming(a: bytes, b: bytes) -> int:
+    """Number of differing bits between two equal-length hashes."""
+    if len(a) != len(b):
+        raise ValueError(f"hash lengths differ: {len(a)} and {len(b)} bytes")
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
+
+
+def _luma_input(image: Image.Image) -> np.ndarray:
+    rgb = image.convert("RGB")
+    if rgb.width > _DOWNSAMPLE or rgb.height > _DOWNSAMPLE:
+        rgb = rgb.resize((_DOWNSAMPLE, _DOWNSAMPLE), Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def _pack(vector: np.ndarray) -> bytes:
+    return np.packbits(np.asarray(vector, dtype=np.uint8)).tobytes()
+
+
+class HashPdq(BaseProcessor):
+    """Fingerprint an image with PDQ: the original hash plus its dihedral variants."""
+
+    name = "image.pdq"
+    version = "1"
+    media = frozenset({MediaKind.IMAGE})
+    requires = frozenset({"image.meta"})
+    produces = frozenset({"image.pdq"})
+    queue = "image"
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+
+    def process_one(self, item: StageInput) -> StageOutput:
+        image = safe_open_image(item.blob(), self.settings)
+        hashes, quality = pdq_dihedral(image)
+        return StageOutput(
+            artifacts={"image.pdq": {"hash": hashes["original"].hex(), "quality": quality}},
+            fingerprints=[
+                FingerprintOut(algorithm="pdq", bits=bits, quality=float(quality), variant=name)
+                for name, bits in hashes.items()
+            ],
+            confidence=quality / 100.0,
+        )

@@ -1,0 +1,63 @@
+"""text.embed: chunk embeddings (and one asset-level mean vector) in the model's space."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from kenning.pipeline.processor import (
+    BaseProcessor,
+    EmbeddingOut,
+    MediaKind,
+    SegmentRef,
+    StageInput,
+    StageOutput,
+)
+
+
+class Embedder(Protocol):
+    model_id: str
+
+    def embed(self, texts: Sequence[str], timeout: float | None = None) -> np.ndarray: ...
+
+
+class EmbedText(BaseProcessor):
+    name = "text.embed"
+    media = frozenset({MediaKind.TEXT, MediaKind.IMAGE})
+    requires = frozenset({"chunks"})
+    produces = frozenset({"embeddings.text"})
+    queue = "embed"
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.version = f"1+{embedder.model_id}"
+
+    def process(self, batch: Sequence[StageInput]) -> list[StageOutput]:
+        # One model call for the whole batch; the batcher may merge it with other workers'.
+        texts = [list(item.artifacts["chunks"]["texts"]) for item in batch]
+        flat = [t for chunk_texts in texts for t in chunk_texts]
+        vectors = self.embedder.embed(flat) if flat else np.zeros((0, 0), np.float32)
+        outputs, offset = [], 0
+        for item, chunk_texts in zip(batch, texts, strict=True):
+            rows = vectors[offset : offset + len(chunk_texts)]
+            offset += len(chunk_texts)
+            producer = item.artifacts["chunks"]["producer"]
+            embeddings = [
+                EmbeddingOut(self.embedder.model_id, row, SegmentRef(producer, seq))
+                for seq, row in enumerate(rows)
+            ]
+            if len(rows):
+                mean = rows.mean(axis=0)
+                mean /= max(float(np.linalg.norm(mean)), 1e-12)
+                embeddings.append(EmbeddingOut(self.embedder.model_id, mean, None))
+            outputs.append(
+                StageOutput(
+                    artifacts={"embeddings.text": {"space": self.embedder.model_id,
+                                                   "count": len(rows)}},
+                    embeddings=embeddings,
+                    model_version=self.embedder.model_id,
+                )
+            )
+        return outputs

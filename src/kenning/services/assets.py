@@ -1,0 +1,243 @@
+"""Reading and deleting assets, scoped to the caller's tenant.
+
+An asset of another tenant is indistinguishable from one that does not exist: both are
+``not_found``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import delete, func, select
+
+from kenning.errors import NotFound
+from kenning.services.audit import record
+from kenning.services.tenants import Principal
+from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
+from kenning.stores.metadata.tables import (
+    Asset,
+    DerivedBlob,
+    Embedding,
+    Feature,
+    FeatureCache,
+    Fingerprint,
+    Job,
+    Segment,
+    StageRun,
+    WebhookDelivery,
+)
+
+
+class StageView(BaseModel):
+    processor: str
+    version: str
+    state: str
+    attempts: int
+    error: str | None
+    model_version: str | None
+    cached: bool
+    duration_ms: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobView(BaseModel):
+    id: str
+    asset_id: str
+    kind: str
+    state: str
+    created_at: datetime
+    finished_at: datetime | None
+    stages: list[StageView]
+
+
+class DeliveryView(BaseModel):
+    id: str
+    url: str
+    event: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class AssetView(BaseModel):
+    id: str
+    kind: str
+    status: str
+    sha256: str
+    mime: str
+    bytes: int
+    source: str
+    source_url: str | None
+    filename: str | None
+    external_id: str | None
+    title: str | None
+    language: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    features: dict[str, Any]
+    """Artifacts by name: language, image metadata, PDQ hash, text (truncated)..."""
+    derived: dict[str, str]
+    """Derived blobs (thumbnail...) by role -> content key."""
+    job: JobView | None
+    webhook_deliveries: list[DeliveryView]
+
+
+class SegmentView(BaseModel):
+    id: int
+    kind: str
+    producer: str
+    seq: int
+    start_s: float | None
+    end_s: float | None
+    text: str | None
+    data: dict[str, Any]
+
+
+def _stage_view(r: StageRun) -> StageView:
+    return StageView(
+        processor=r.processor, version=r.version, state=r.state, attempts=r.attempts,
+        error=r.error, model_version=r.model_version, cached=r.cached,
+        duration_ms=r.duration_ms, started_at=r.started_at, finished_at=r.finished_at,
+    )
+
+
+def _short(value: Any, limit: int = 2000) -> Any:
+    if isinstance(value, dict):
+        return {k: _short(v, limit) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > 50:
+        return [*value[:50], f"... {len(value) - 50} more"]
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "..."
+    return value
+
+
+class AssetService:
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+
+    def _owned(self, s: Any, who: Principal, asset_id: str) -> Asset:
+        asset = s.get(Asset, asset_id)
+        if asset is None or asset.tenant_id != who.tenant_id:
+            raise NotFound(f"no asset {asset_id}")
+        return asset
+
+    def get(self, who: Principal, asset_id: str) -> AssetView:
+        with self.stores.db.session(write=False) as s:
+            a = self._owned(s, who, asset_id)
+            job = s.scalar(
+                select(Job).where(Job.asset_id == a.id).order_by(Job.created_at.desc()).limit(1)
+            )
+            features = {
+                f.name: _short(f.output)
+                for f in s.scalars(select(Feature).where(Feature.asset_id == a.id))
+                if f.name != "chunks"
+            }
+            derived = {
+                d.role: d.blob_key
+                for d in s.scalars(select(DerivedBlob).where(DerivedBlob.asset_id == a.id))
+            }
+            deliveries = [
+                DeliveryView(
+                    id=d.id, url=d.url, event=d.event, state=d.state, attempts=d.attempts,
+                    last_status=d.last_status, last_error=d.last_error,
+                    delivered_at=d.delivered_at,
+                )
+                for d in s.scalars(
+                    select(WebhookDelivery).where(WebhookDelivery.asset_id == a.id)
+                    .order_by(WebhookDelivery.created_at)
+                )
+            ]
+            return AssetView(
+                id=a.id, kind=a.kind, status=a.status, sha256=a.sha256, mime=a.mime,
+                bytes=a.bytes, source=a.source, source_url=a.source_url, filename=a.filename,
+                external_id=a.external_id, title=a.title, language=a.language,
+                metadata=a.meta or {}, created_at=a.created_at, features=features,
+                derived=derived, job=self._job_view(s, job) if job else None,
+                webhook_deliveries=deliveries,
+            )
+
+    def _job_view(self, s: Any, job: Job) -> JobView:
+        runs = s.scalars(select(StageRun).where(StageRun.job_id == job.id))
+        return JobView(
+            id=job.id, asset_id=job.asset_id, kind=job.kind, state=job.state,
+            created_at=job.created_at, finished_at=job.finished_at,
+            stages=sorted((_stage_view(r) for r in runs), key=lambda v: v.processor),
+        )
+
+    def job(self, who: Principal, job_id: str) -> JobView:
+        with self.stores.db.session(write=False) as s:
+            job = s.get(Job, job_id)
+            if job is None or job.tenant_id != who.tenant_id:
+                raise NotFound(f"no job {job_id}")
+            return self._job_view(s, job)
+
+    def segments(self, who: Principal, asset_id: str, kind: str | None = None) -> (
+        list[SegmentView]
+    ):
+        with self.stores.db.session(write=False) as s:
+            self._owned(s, who, asset_id)
+            query = select(Segment).where(Segment.asset_id == asset_id)
+            if kind:
+                query = query.where(Segment.kind == kind)
+            return [
+                SegmentView(id=g.id, kind=g.kind, producer=g.producer, seq=g.seq,
+                            start_s=g.start_s, end_s=g.end_s, text=g.text, data=g.data)
+                for g in s.scalars(query.order_by(Segment.producer, Segment.seq))
+            ]
+
+    def thumbnail(self, who: Principal, asset_id: str) -> bytes:
+        with self.stores.db.session(write=False) as s:
+            self._owned(s, who, asset_id)
+            key = s.scalar(
+                select(DerivedBlob.blob_key).where(
+                    DerivedBlob.asset_id == asset_id, DerivedBlob.role == "thumbnail"
+                )
+            )
+        if key is None:
+            raise NotFound(f"asset {asset_id} has no thumbnail")
+        return self.stores.blobs.get(key)
+
+    def delete(self, who: Principal, asset_id: str) -> None:
+        """Remove the asset from the database, every index and (if unshared) blob storage."""
+        with self.stores.db.session() as s:
+            a = self._owned(s, who, asset_id)
+            embeddings = list(
+                s.execute(select(Embedding.id, Embedding.space, Embedding.segment_id)
+                          .where(Embedding.asset_id == a.id))
+            )
+            prints = list(
+                s.execute(select(Fingerprint.id, Fingerprint.algorithm)
+                          .where(Fingerprint.asset_id == a.id))
+            )
+            derived = list(
+                s.scalars(select(DerivedBlob.blob_key).where(DerivedBlob.asset_id == a.id))
+            )
+            before = {"sha256": a.sha256, "kind": a.kind, "bytes": a.bytes, "title": a.title}
+            sha, tenant = a.sha256, a.tenant_id
+            for table in (Embedding, Fingerprint, Segment, Feature, DerivedBlob):
+                s.execute(delete(table).where(table.asset_id == a.id))  # type: ignore[attr-defined]
+            s.delete(a)
+            record(s, tenant_id=tenant, actor=who.actor, action="asset.delete",
+                   subject_type="asset", subject_id=asset_id, before=before)
+            shared = s.scalar(select(func.count()).select_from(Asset).where(Asset.sha256 == sha))
+            if not shared:
+                s.execute(delete(FeatureCache).where(FeatureCache.sha256 == sha))
+        self.stores.keyword.delete_asset(tenant, asset_id)
+        for emb_id, space, segment_id in embeddings:
+            ns = vector_namespace(tenant, space, asset_level=segment_id is None)
+            self.stores.vectors.remove(ns, [emb_id])
+        for fp_id, algorithm in prints:
+            self.stores.hashes.remove(hash_namespace(tenant, algorithm), [fp_id])
+        if not shared:
+            self.stores.blobs.delete(sha)
+            with self.stores.db.session(write=False) as s:
+                still_used = set(
+                    s.scalars(select(DerivedBlob.blob_key).where(DerivedBlob.blob_key.in_(derived)))
+                )
+            for key in set(derived) - still_used:
+                self.stores.blobs.delete(key)

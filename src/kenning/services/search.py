@@ -1,0 +1,243 @@
+"""Search: keyword (BM25), semantic (vectors) and hybrid (reciprocal rank fusion).
+
+Both retrievers return segment ids; every candidate is then joined against the metadata
+store, which applies the tenant scope (again) and the structured filters and drops
+anything deleted since it was indexed. Hits are grouped to the best segment per asset.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Select, select
+
+from kenning.errors import BadInput, NotFound
+from kenning.inference.batcher import EmbeddingBatcher
+from kenning.services.tenants import Principal
+from kenning.settings import Settings
+from kenning.stores.bundle import Stores, vector_namespace
+from kenning.stores.metadata.tables import Asset, Embedding, Segment
+
+
+class SearchMode(StrEnum):
+    KEYWORD = "keyword"
+    SEMANTIC = "semantic"
+    HYBRID = "hybrid"
+
+
+class SearchFilters(BaseModel):
+    kind: list[str] | None = Field(None, description="Asset kinds, e.g. ['text', 'image'].")
+    language: list[str] | None = Field(None, description="ISO 639-1 codes, e.g. ['en'].")
+    metadata: dict[str, str | int | float | bool] | None = Field(
+        None, description="Exact matches on asset metadata fields."
+    )
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    segment_kind: list[str] | None = Field(None, description="e.g. ['chunk'] or ['ocr_block'].")
+
+
+class SearchRequest(BaseModel):
+    query: str | None = Field(None, max_length=4000, description="Free text.")
+    asset_id: str | None = Field(None, description="Find items like this asset (semantic).")
+    image: str | None = Field(
+        None, description="Reserved for cross-modal search (needs an image-text model)."
+    )
+    mode: SearchMode = SearchMode.HYBRID
+    modalities: list[str] | None = Field(None, description="Alias of filters.kind.")
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+    limit: int = Field(10, ge=1, le=100)
+
+
+class SearchHit(BaseModel):
+    asset_id: str
+    kind: str
+    title: str | None
+    segment_id: int
+    segment_kind: str
+    start_s: float | None
+    end_s: float | None
+    text: str | None
+    highlight: str | None
+    score: float
+    scores: dict[str, float]
+    """Per-retriever scores (keyword BM25, semantic cosine, fused RRF)."""
+    language: str | None
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    mode: SearchMode
+    hits: list[SearchHit]
+
+
+class SearchService:
+    def __init__(self, stores: Stores, embedder: EmbeddingBatcher, settings: Settings) -> None:
+        self.stores = stores
+        self.embedder = embedder
+        self.settings = settings
+
+    def search(self, who: Principal, req: SearchRequest) -> SearchResponse:
+        if req.image is not None:
+            raise BadInput(
+                "cross-modal image search needs an image-text model, none is configured",
+                code="mode_unavailable",
+            )
+        query = (req.query or "").strip()
+        if not query and not req.asset_id:
+            raise BadInput("give a query or an asset_id", code="empty_query")
+        mode = req.mode if query else SearchMode.SEMANTIC
+        filters = req.filters
+        if req.modalities and not filters.kind:
+            filters = filters.model_copy(update={"kind": req.modalities})
+        depth = max(req.limit * 5, 50)
+        allowed_assets = self._allowed_assets(who, filters)
+        if allowed_assets is not None and not allowed_assets:
+            return SearchResponse(mode=mode, hits=[])
+
+        keyword: dict[int, tuple[float, str]] = {}
+        semantic: dict[int, float] = {}
+        if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+            for hit in self.stores.keyword.search(
+                who.tenant_id, query, depth, asset_ids=allowed_assets
+            ):
+                keyword[hit.id] = (hit.score, hit.highlight)
+        if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
+            semantic = self._semantic(who, query, req.asset_id, depth, allowed_assets)
+
+        fused: dict[int, dict[str, float]] = {}
+        k = self.settings.rrf_k
+        for rank, seg_id in enumerate(sorted(keyword, key=lambda i: -keyword[i][0])):
+            fused.setdefault(seg_id, {})["keyword"] = keyword[seg_id][0]
+            fused[seg_id]["rrf"] = fused[seg_id].get("rrf", 0) + 1 / (k + rank + 1)
+        for rank, seg_id in enumerate(sorted(semantic, key=lambda i: -semantic[i])):
+            fused.setdefault(seg_id, {})["semantic"] = semantic[seg_id]
+            fused[seg_id]["rrf"] = fused[seg_id].get("rrf", 0) + 1 / (k + rank + 1)
+
+        def score(seg_id: int) -> float:
+            s = fused[seg_id]
+            if mode == SearchMode.KEYWORD:
+                return s["keyword"]
+            if mode == SearchMode.SEMANTIC:
+                return s["semantic"]
+            return s["rrf"]
+
+        ranked = sorted(fused, key=lambda i: (-score(i), i))
+        hits = self._join(who, ranked, filters, req.asset_id)
+        out: list[SearchHit] = []
+        seen: set[str] = set()
+        for seg, asset in hits:
+            if asset.id in seen:
+                continue
+            seen.add(asset.id)
+            out.append(
+                SearchHit(
+                    asset_id=asset.id, kind=asset.kind, title=asset.title, segment_id=seg.id,
+                    segment_kind=seg.kind, start_s=seg.start_s, end_s=seg.end_s,
+                    text=seg.text, highlight=keyword.get(seg.id, (0.0, None))[1],
+                    score=round(score(seg.id), 6),
+                    scores={k_: round(v, 6) for k_, v in fused[seg.id].items()},
+                    language=asset.language, metadata=asset.meta or {},
+                )
+            )
+            if len(out) >= req.limit:
+                break
+        return SearchResponse(mode=mode, hits=out)
+
+    # --- retrieval ---------------------------------------------------------------------
+    def _semantic(
+        self, who: Principal, query: str, asset_id: str | None, depth: int,
+        allowed_assets: set[str] | None,
+    ) -> dict[int, float]:
+        space = self.embedder.model_id
+        if query:
+            vector = self.embedder.embed([query])[0]
+        else:
+            assert asset_id is not None
+            vector = self.asset_vector(who, asset_id)
+        allowed_ids = None
+        if allowed_assets is not None:
+            with self.stores.db.session(write=False) as s:
+                allowed_ids = set(
+                    s.scalars(select(Embedding.id).where(
+                        Embedding.tenant_id == who.tenant_id,
+                        Embedding.asset_id.in_(allowed_assets),
+                        Embedding.segment_id.is_not(None), Embedding.space == space,
+                    ))
+                )
+        hits = self.stores.vectors.search(
+            vector_namespace(who.tenant_id, space), vector, depth, allowed=allowed_ids
+        )
+        if not hits:
+            return {}
+        by_embedding = {h.id: h.score for h in hits}
+        with self.stores.db.session(write=False) as s:
+            rows = s.execute(
+                select(Embedding.id, Embedding.segment_id).where(
+                    Embedding.id.in_(by_embedding), Embedding.tenant_id == who.tenant_id
+                )
+            )
+            return {seg: by_embedding[emb] for emb, seg in rows if seg is not None}
+
+    def asset_vector(self, who: Principal, asset_id: str) -> Any:
+        import numpy as np
+
+        with self.stores.db.session(write=False) as s:
+            asset = s.get(Asset, asset_id)
+            if asset is None or asset.tenant_id != who.tenant_id:
+                raise NotFound(f"no asset {asset_id}")
+            raw = s.scalar(
+                select(Embedding.vector).where(
+                    Embedding.asset_id == asset_id, Embedding.segment_id.is_(None),
+                    Embedding.space == self.embedder.model_id,
+                )
+            )
+        if raw is None:
+            raise BadInput(f"asset {asset_id} has no text embedding yet", code="not_ready")
+        return np.frombuffer(raw, dtype=np.float32)
+
+    # --- filters and join --------------------------------------------------------------
+    def _filtered(self, who: Principal, query: Select[Any], f: SearchFilters) -> Select[Any]:
+        query = query.where(Asset.tenant_id == who.tenant_id)
+        if f.kind:
+            query = query.where(Asset.kind.in_(f.kind))
+        if f.language:
+            query = query.where(Asset.language.in_(f.language))
+        if f.created_after:
+            query = query.where(Asset.created_at >= f.created_after)
+        if f.created_before:
+            query = query.where(Asset.created_at < f.created_before)
+        for key, value in (f.metadata or {}).items():
+            field = Asset.meta[key]
+            if isinstance(value, bool):
+                query = query.where(field.as_boolean() == value)
+            elif isinstance(value, int | float):
+                query = query.where(field.as_float() == float(value))
+            else:
+                query = query.where(field.as_string() == value)
+        return query
+
+    def _allowed_assets(self, who: Principal, f: SearchFilters) -> set[str] | None:
+        """Asset ids passing the asset-level filters, or None when nothing filters."""
+        if not (f.kind or f.language or f.metadata or f.created_after or f.created_before):
+            return None
+        with self.stores.db.session(write=False) as s:
+            return set(s.scalars(self._filtered(who, select(Asset.id), f)))
+
+    def _join(
+        self, who: Principal, seg_ids: list[int], f: SearchFilters, exclude: str | None
+    ) -> list[tuple[Segment, Asset]]:
+        if not seg_ids:
+            return []
+        query = self._filtered(
+            who, select(Segment, Asset).join(Asset, Asset.id == Segment.asset_id), f
+        ).where(Segment.id.in_(seg_ids), Segment.tenant_id == who.tenant_id)
+        if f.segment_kind:
+            query = query.where(Segment.kind.in_(f.segment_kind))
+        if exclude:
+            query = query.where(Asset.id != exclude)
+        with self.stores.db.session(write=False) as s:
+            rows = {seg.id: (seg, asset) for seg, asset in s.execute(query).tuples()}
+        return [rows[i] for i in seg_ids if i in rows]

@@ -1,0 +1,114 @@
+"""Tenants and API keys. Keys are random, shown once, stored only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from kenning.errors import Conflict, Unauthorized
+from kenning.services.audit import record
+from kenning.stores.metadata import Database
+from kenning.stores.metadata.tables import ApiKey, Tenant
+
+KEY_PREFIX = "kn_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: every service call is scoped to ``tenant_id``."""
+
+    tenant_id: str
+    key_id: str
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key_id}"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    tenant_id: str
+    key_id: str
+    key: str
+    """The plaintext key; it is not stored and cannot be shown again."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class TenantService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create_tenant(self, name: str) -> str:
+        with self.db.session() as s:
+            if s.scalar(select(Tenant.id).where(Tenant.name == name)):
+                raise Conflict(f"tenant {name!r} exists", code="tenant_exists")
+            tenant = Tenant(name=name, webhook_secret=secrets.token_hex(32))
+            s.add(tenant)
+            s.flush()
+            record(s, tenant_id=tenant.id, actor="system", action="tenant.create",
+                   subject_type="tenant", subject_id=tenant.id, after={"name": name})
+            return tenant.id
+
+    def tenant_id(self, name: str) -> str | None:
+        with self.db.session(write=False) as s:
+            return s.scalar(select(Tenant.id).where(Tenant.name == name))
+
+    def webhook_secret(self, tenant_id: str) -> str:
+        with self.db.session(write=False) as s:
+            tenant = s.get(Tenant, tenant_id)
+            if tenant is None:
+                raise LookupError(tenant_id)
+            return tenant.webhook_secret
+
+    def create_key(self, tenant_id: str, name: str = "default", *, actor: str = "system") -> (
+        IssuedKey
+    ):
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.db.session() as s:
+            if s.get(Tenant, tenant_id) is None:
+                raise LookupError(f"no tenant {tenant_id}")
+            key = ApiKey(tenant_id=tenant_id, name=name, prefix=secret[:10],
+                         key_hash=hash_key(secret))
+            s.add(key)
+            s.flush()
+            record(s, tenant_id=tenant_id, actor=actor, action="apikey.create",
+                   subject_type="api_key", subject_id=key.id,
+                   after={"name": name, "prefix": key.prefix})
+            return IssuedKey(tenant_id, key.id, secret)
+
+    def authenticate(self, presented: str | None) -> Principal:
+        if not presented:
+            raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+        digest = hash_key(presented)
+        with self.db.session(write=False) as s:
+            key = s.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+        # compare_digest keeps the final check constant-time even though lookup is by hash.
+        if key is None or key.revoked_at is not None or not hmac.compare_digest(
+            key.key_hash, digest
+        ):
+            raise Unauthorized("invalid API key")
+        return Principal(key.tenant_id, key.id)
+
+    def bootstrap(self, name: str, key_path: Path) -> IssuedKey | None:
+        """On first start: create the default tenant and a key, saved to ``key_path``.
+
+        Returns the key when one was created now; None when the tenant existed already.
+        """
+        if self.tenant_id(name) is not None:
+            return None
+        tenant_id = self.create_tenant(name)
+        issued = self.create_key(tenant_id, "bootstrap")
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(issued.key + "\n")
+        return issued

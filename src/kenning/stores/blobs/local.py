@@ -1,0 +1,121 @@
+"""Local-folder blob store: ``root/ab/cd/<sha256>``, written atomically and fsynced."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from kenning.stores.blobs.protocol import validate_key
+
+_CHUNK = 1 << 20
+
+
+class LocalBlobStore:
+    """A :class:`~kenning.stores.blobs.protocol.BlobStore` on the local filesystem.
+
+    Blobs live at ``root/<k[0:2]>/<k[2:4]>/<k>``. A write goes to a temporary file under
+    ``root/.tmp`` (same filesystem), is fsynced, then renamed into place with
+    ``os.replace`` and the parent folder fsynced, so a crash never leaves a partial blob
+    under a valid key. Concurrent writers of the same content race harmlessly: both
+    renames install identical bytes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, key: str) -> Path:
+        """Filesystem path of ``key`` (validated; the file may not exist)."""
+        validate_key(key)
+        return self.root / key[:2] / key[2:4] / key
+
+    def put(self, data: bytes) -> str:
+        """Store ``data``; return its sha256 hex key. Re-putting known bytes is a no-op."""
+        key = hashlib.sha256(data).hexdigest()
+        if self.exists(key):
+            return key
+        with self._temp_file() as (fh, tmp):
+            fh.write(data)
+            self._install(fh, tmp, key)
+        return key
+
+    def put_file(self, path: Path) -> str:
+        """Stream ``path`` into the store, hashing while copying; return the key."""
+        digest = hashlib.sha256()
+        with self._temp_file() as (fh, tmp):
+            with open(path, "rb") as src:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    fh.write(chunk)
+            key = digest.hexdigest()
+            if not self.exists(key):
+                self._install(fh, tmp, key)
+        return key
+
+    def get(self, key: str) -> bytes:
+        """Return the stored bytes; ``KeyError`` if absent."""
+        with self.open(key) as fh:
+            return fh.read()
+
+    def open(self, key: str) -> BinaryIO:
+        """Open the blob for reading; ``KeyError`` if absent."""
+        path = self.path_for(key)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        return self.path_for(key).is_file()
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; ``True`` if it was there."""
+        try:
+            self.path_for(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        """Size in bytes; ``KeyError`` if absent."""
+        try:
+            return self.path_for(key).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    @contextlib.contextmanager
+    def _temp_file(self) -> Iterator[tuple[BinaryIO, Path]]:
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                yield fh, tmp
+        finally:
+            # After a successful install the temp name is gone; otherwise clean it up.
+            tmp.unlink(missing_ok=True)
+
+    def _install(self, fh: BinaryIO, tmp: Path, key: str) -> None:
+        fh.flush()
+        os.fsync(fh.fileno())
+        final = self.path_for(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable: fsync the folder that holds the new name (POSIX only)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

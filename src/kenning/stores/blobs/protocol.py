@@ -1,0 +1,71 @@
+"""The blob store protocol: immutable, content-addressed bytes.
+
+A key is the lowercase sha256 hex digest of the content, so storing the same bytes twice
+yields the same key and costs nothing. The embedded implementation is a local folder
+(:class:`~kenning.stores.blobs.local.LocalBlobStore`); a scale-out one speaks S3.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from kenning.errors import BadInput
+
+_KEY_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class InvalidBlobKey(BadInput, ValueError):
+    """A key that is not 64 lowercase hex characters (e.g. a path traversal attempt)."""
+
+    code = "invalid_blob_key"
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` unchanged if it is a well-formed sha256 hex digest, else raise.
+
+    Raises:
+        InvalidBlobKey: for anything but exactly 64 lowercase hex characters.
+    """
+    if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
+        raise InvalidBlobKey(f"invalid blob key: {key!r:.80}")
+    return key
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Content-addressed storage for raw media bytes.
+
+    Every method that takes a key raises :class:`InvalidBlobKey` (a ``ValueError``) for a
+    malformed key before touching storage, and ``KeyError`` when the key is well formed but
+    absent (``exists`` and ``delete`` answer ``False`` instead).
+    """
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` atomically and durably; return its sha256 hex key (idempotent)."""
+        ...
+
+    def put_file(self, path: Path) -> str:
+        """Stream the file at ``path`` into the store; same key as ``put(path.read_bytes())``."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Return the bytes stored under ``key``; raise ``KeyError`` if absent."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Open the blob for streaming reads (caller closes); raise ``KeyError`` if absent."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether a blob is stored under ``key``."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove the blob; ``True`` if it existed."""
+        ...
+
+    def size(self, key: str) -> int:
+        """Size of the blob in bytes; raise ``KeyError`` if absent."""
+        ...

@@ -1,0 +1,188 @@
+"""Embedded keyword index: SQLite FTS5 with BM25, in its own WAL-mode database file.
+
+``keyword_fts`` holds the text (rowid = document id) with ``tenant_id`` and ``asset_id``
+as unindexed columns; ``keyword_doc`` mirrors the ids with a (tenant, asset) index so that
+``count`` and ``delete_asset`` do not scan the full-text table. Both change in one
+transaction.
+
+User queries are never handed to ``MATCH`` as written: FTS5 query syntax (``"``, ``*``,
+``NEAR(``, ``OR``, ``-``, ``:``, column filters) would raise or change meaning. The query
+is reduced to its words, each quoted as an FTS5 string.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import sqlite3
+import threading
+import unicodedata
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from kenning.stores.keyword.protocol import KeywordDoc, KeywordHit
+
+_MAX_TERMS = 32  # bounds the cost of a pasted essay; 32 words is plenty to rank by
+_SNIPPET_TOKENS = 24
+_OPEN, _CLOSE = "\x02", "\x03"  # snippet markers, swapped for <mark> after escaping
+_WORD = re.compile(r"[^\W_]+")  # letters/digits runs, as the unicode61 tokenizer splits
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keyword_doc (
+    id INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    asset_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keyword_doc_tenant_asset ON keyword_doc (tenant_id, asset_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS keyword_fts USING fts5(
+    text, tenant_id UNINDEXED, asset_id UNINDEXED,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+"""
+
+_SEARCH = f"""
+SELECT rowid, asset_id, -bm25(keyword_fts),
+       snippet(keyword_fts, 0, '{_OPEN}', '{_CLOSE}', '…', {_SNIPPET_TOKENS})
+FROM keyword_fts
+WHERE keyword_fts MATCH :match AND tenant_id = :tenant
+  AND (:assets IS NULL OR asset_id IN (SELECT value FROM json_each(:assets)))
+  AND rowid NOT IN (SELECT value FROM json_each(:exclude))
+ORDER BY bm25(keyword_fts), rowid
+LIMIT :k
+"""
+
+
+def query_terms(query: str) -> list[str]:
+    """The distinct words of ``query`` (case-insensitive), at most ``_MAX_TERMS``."""
+    seen: dict[str, str] = {}
+    for word in _WORD.findall(unicodedata.normalize("NFKC", query)):
+        seen.setdefault(word.casefold(), word)
+        if len(seen) == _MAX_TERMS:
+            break
+    return list(seen.values())
+
+
+def _fts_string(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+class SQLiteKeywordIndex:
+    """A :class:`~kenning.stores.keyword.protocol.KeywordIndex` on SQLite FTS5.
+
+    Args:
+        path: the database file (created if missing), or ``":memory:"`` for tests.
+
+    One connection serialised by a lock makes the index safe to share between threads;
+    other processes may open the same file (WAL, with a busy timeout).
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA busy_timeout = 5000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        with self._lock, self._conn:
+            self._conn.executescript(_SCHEMA)
+
+    def upsert(self, docs: Sequence[KeywordDoc]) -> None:
+        """Insert or replace documents by id, all in one transaction."""
+        rows = [(d.id, d.tenant_id, d.asset_id, _clean(d.text)) for d in docs]
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                "DELETE FROM keyword_fts WHERE rowid = ?", [(r[0],) for r in rows]
+            )
+            self._conn.executemany(
+                "INSERT INTO keyword_fts (rowid, tenant_id, asset_id, text) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO keyword_doc (id, tenant_id, asset_id) VALUES (?, ?, ?)",
+                [r[:3] for r in rows],
+            )
+
+    def delete_asset(self, tenant_id: str, asset_id: str) -> int:
+        """Delete every document of ``asset_id`` in ``tenant_id``; return the count."""
+        where = "WHERE tenant_id = ? AND asset_id = ?"
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute(
+                f"DELETE FROM keyword_fts WHERE rowid IN (SELECT id FROM keyword_doc {where})",
+                (tenant_id, asset_id),
+            )
+            cursor = self._conn.execute(f"DELETE FROM keyword_doc {where}", (tenant_id, asset_id))
+            return cursor.rowcount
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Delete documents by id; return how many existed."""
+        payload = (json.dumps([int(i) for i in ids]),)
+        in_ids = "IN (SELECT value FROM json_each(?))"
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute(f"DELETE FROM keyword_fts WHERE rowid {in_ids}", payload)
+            cursor = self._conn.execute(f"DELETE FROM keyword_doc WHERE id {in_ids}", payload)
+            return cursor.rowcount
+
+    def search(
+        self,
+        tenant_id: str,
+        query: str,
+        k: int,
+        *,
+        asset_ids: Collection[str] | None = None,
+    ) -> list[KeywordHit]:
+        """BM25 search of the tenant's documents: all-words matches, then any-word ones."""
+        terms = [_fts_string(t) for t in query_terms(query)]
+        if not terms or k <= 0 or (asset_ids is not None and not asset_ids):
+            return []
+        assets = None if asset_ids is None else json.dumps(sorted(asset_ids))
+        params = {"tenant": tenant_id, "assets": assets, "k": k, "exclude": "[]"}
+        with self._lock:
+            hits = self._conn.execute(_SEARCH, {**params, "match": " ".join(terms)}).fetchall()
+            if len(hits) < k and len(terms) > 1:
+                params["exclude"] = json.dumps([h[0] for h in hits])
+                params["k"] = k - len(hits)
+                hits += self._conn.execute(
+                    _SEARCH, {**params, "match": " OR ".join(terms)}
+                ).fetchall()
+        return [KeywordHit(int(r[0]), str(r[1]), float(r[2]), _highlight(r[3])) for r in hits]
+
+    def count(self, tenant_id: str) -> int:
+        """Number of documents of ``tenant_id``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(*) FROM keyword_doc WHERE tenant_id = ?", (tenant_id,)
+            ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteKeywordIndex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _clean(text: str) -> str:
+    # NFKC so that full-width and ligature forms match typed queries (the tokenizer only
+    # folds case and diacritics); marker characters are stripped so highlights stay exact.
+    normalised = unicodedata.normalize("NFKC", text)
+    return normalised.replace(_OPEN, "").replace(_CLOSE, "")
+
+
+def _highlight(snippet: str) -> str:
+    return html.escape(snippet).replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>")

@@ -1,0 +1,371 @@
+"""Embedded vector index: faiss HNSW per namespace, tombstones, exact search for filters.
+
+Each namespace keeps its raw vectors in numpy (position -> vector), an id per position and
+a live mask. HNSW graphs cannot delete, so a removal or an upsert tombstones the old
+position; searches exclude tombstones with a faiss ``IDSelectorBitmap`` and the namespace
+is rebuilt (compacted) once tombstones exceed ``compact_ratio`` of its positions.
+
+Small namespaces and selective ``allowed`` filters are searched exactly (one matrix-vector
+product): that is both faster and correct there, whereas HNSW with a very selective
+filter walks a graph whose neighbours are mostly excluded and loses recall. The HNSW graph
+is only built once a namespace reaches ``exact_threshold`` live vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kenning.stores.vectors.protocol import VectorHit
+
+try:
+    import faiss as _faiss
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from kenning.errors import MissingExtra
+
+    raise MissingExtra("faiss", "index") from exc
+
+# faiss's bundled stubs lack SearchParametersHNSW and the numpy-taking overloads.
+faiss: Any = _faiss
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    """Implementation detail exposed for operations and tests."""
+
+    live: int
+    tombstones: int
+    dim: int
+    hnsw_built: bool
+
+
+class _Namespace:
+    """Positions ``0..n-1``: vector, id and live flag; plus an optional HNSW graph."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.n = 0
+        self.vectors = np.empty((0, dim), dtype=np.float32)
+        self.ids = np.empty(0, dtype=np.int64)
+        self.live = np.empty(0, dtype=bool)
+        self.pos: dict[int, int] = {}
+        self.index: Any = None  # faiss.IndexHNSWFlat over positions [0, index.ntotal)
+        self.dirty = True
+
+    @property
+    def tombstones(self) -> int:
+        return self.n - len(self.pos)
+
+    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        need = self.n + len(ids)
+        if need > len(self.ids):
+            cap = max(need, 2 * len(self.ids), 64)
+            self.vectors = _grow(self.vectors, cap)
+            self.ids = _grow(self.ids, cap)
+            self.live = _grow(self.live, cap)
+        end = self.n + len(ids)
+        self.vectors[self.n : end] = vectors
+        self.ids[self.n : end] = ids
+        self.live[self.n : end] = True
+        for offset, id_ in enumerate(ids.tolist()):
+            old = self.pos.get(id_)
+            if old is not None:
+                self.live[old] = False
+            self.pos[id_] = self.n + offset
+        self.n = end
+        self.dirty = True
+
+    def restore(self, ids: np.ndarray, vectors: np.ndarray, live: np.ndarray) -> None:
+        """Reinstate a saved layout, tombstones included, so a saved graph still fits."""
+        self.vectors, self.ids, self.live = vectors.copy(), ids.copy(), live.copy()
+        self.n = len(ids)
+        self.pos = {int(ids[p]): int(p) for p in np.flatnonzero(live)}
+
+    def kill(self, ids: Sequence[int]) -> int:
+        removed = 0
+        for id_ in ids:
+            old = self.pos.pop(int(id_), None)
+            if old is not None:
+                self.live[old] = False
+                removed += 1
+        self.dirty = self.dirty or removed > 0
+        return removed
+
+    def compact(self) -> None:
+        keep = np.flatnonzero(self.live[: self.n])
+        ids, vectors = self.ids[keep].copy(), self.vectors[keep].copy()
+        self.n, self.pos, self.index = 0, {}, None
+        self.append(ids, vectors)
+
+    def sync_index(self, hnsw_m: int) -> Any:
+        if self.index is None:
+            self.index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        done = int(self.index.ntotal)
+        if done < self.n:
+            self.index.add(np.ascontiguousarray(self.vectors[done : self.n]))
+            self.dirty = True
+        return self.index
+
+
+class FaissVectorIndex:
+    """A :class:`~kenning.stores.vectors.protocol.VectorIndex` on faiss, in memory.
+
+    Args:
+        root: folder for :meth:`save` and for loading at construction; ``None`` keeps the
+            index purely in memory.
+        dim: when given, every namespace must have this dimension; otherwise each
+            namespace takes the dimension of its first :meth:`add`.
+        exact_threshold: namespaces with fewer live vectors, and ``allowed`` filters
+            with fewer ids, are searched by brute force.
+        hnsw_m: HNSW graph degree (``M``).
+        ef_search: HNSW beam width at query time (raised to ``k`` when smaller).
+        compact_ratio: rebuild a namespace when tombstones exceed this share of positions.
+    """
+
+    def __init__(
+        self,
+        root: Path | None,
+        *,
+        dim: int | None = None,
+        exact_threshold: int = 2048,
+        hnsw_m: int = 32,
+        ef_search: int = 64,
+        compact_ratio: float = 0.2,
+    ) -> None:
+        self.root = Path(root) if root is not None else None
+        self.dim = dim
+        self.exact_threshold = exact_threshold
+        self.hnsw_m = hnsw_m
+        self.ef_search = ef_search
+        self.compact_ratio = compact_ratio
+        self._lock = threading.RLock()
+        self._spaces: dict[str, _Namespace] = {}
+        if self.root is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._load()
+
+    def add(self, namespace: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Upsert vectors; a repeated id (also within one call) keeps the last vector."""
+        ids_arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        matrix = _normalise(vectors)
+        if matrix.shape[0] != len(ids_arr):
+            raise ValueError(f"{len(ids_arr)} ids for {matrix.shape[0]} vectors")
+        if len(ids_arr) == 0:
+            return
+        with self._lock:
+            space = self._space(namespace, matrix.shape[1], create=True)
+            assert space is not None
+            space.append(ids_arr, matrix)
+            self._maybe_compact(space)
+            if len(space.pos) >= self.exact_threshold:
+                space.sync_index(self.hnsw_m)
+
+    def remove(self, namespace: str, ids: Sequence[int]) -> int:
+        """Tombstone ``ids``; return how many were live."""
+        with self._lock:
+            space = self._spaces.get(namespace)
+            if space is None:
+                return 0
+            removed = space.kill(ids)
+            self._maybe_compact(space)
+            return removed
+
+    def search(
+        self,
+        namespace: str,
+        vector: np.ndarray,
+        k: int,
+        *,
+        allowed: Collection[int] | None = None,
+    ) -> list[VectorHit]:
+        """Top ``k`` by cosine similarity; exact for small sets, HNSW otherwise."""
+        query = _normalise(vector)
+        if query.shape[0] != 1:
+            raise ValueError("search takes a single vector")
+        with self._lock:
+            space = self._space(namespace, query.shape[1], create=False)
+            if space is None or k <= 0:
+                return []
+            if allowed is not None:
+                found = (space.pos.get(int(i)) for i in allowed)
+                positions = np.fromiter((p for p in found if p is not None), dtype=np.int64)
+                if len(positions) == 0:
+                    return []
+                if len(positions) < self.exact_threshold:
+                    return _exact(space, positions, query[0], k)
+                return self._hnsw(space, query, k, positions)
+            if len(space.pos) < self.exact_threshold:
+                return _exact(space, np.flatnonzero(space.live[: space.n]), query[0], k)
+            return self._hnsw(space, query, k, None)
+
+    def count(self, namespace: str) -> int:
+        """Live vectors in ``namespace``."""
+        with self._lock:
+            space = self._spaces.get(namespace)
+            return 0 if space is None else len(space.pos)
+
+    def namespaces(self) -> list[str]:
+        """Known namespaces, sorted."""
+        with self._lock:
+            return sorted(self._spaces)
+
+    def stats(self, namespace: str) -> NamespaceStats | None:
+        """Live/tombstone counts of a namespace, ``None`` if unknown."""
+        with self._lock:
+            space = self._spaces.get(namespace)
+            if space is None:
+                return None
+            built = space.index is not None
+            return NamespaceStats(len(space.pos), space.tombstones, space.dim, built)
+
+    def save(self) -> None:
+        """Write every changed namespace to ``root/<digest>.npz`` atomically."""
+        if self.root is None:
+            return
+        with self._lock:
+            for name, space in self._spaces.items():
+                if space.dirty:
+                    self._write(name, space)
+                    space.dirty = False
+
+    def _space(self, namespace: str, dim: int, *, create: bool) -> _Namespace | None:
+        if self.dim is not None and dim != self.dim:
+            raise ValueError(f"expected dimension {self.dim}, got {dim}")
+        space = self._spaces.get(namespace)
+        if space is None:
+            if create:
+                space = self._spaces[namespace] = _Namespace(dim)
+            return space
+        if dim != space.dim:
+            raise ValueError(f"namespace {namespace!r} has dimension {space.dim}, got {dim}")
+        return space
+
+    def _maybe_compact(self, space: _Namespace) -> None:
+        if space.tombstones and space.tombstones > self.compact_ratio * space.n:
+            space.compact()
+            if len(space.pos) >= self.exact_threshold:
+                space.sync_index(self.hnsw_m)
+
+    def _hnsw(
+        self, space: _Namespace, query: np.ndarray, k: int, positions: np.ndarray | None
+    ) -> list[VectorHit]:
+        index = space.sync_index(self.hnsw_m)
+        if positions is not None:
+            mask = np.zeros(space.n, dtype=bool)
+            mask[positions] = True
+        elif space.tombstones:
+            mask = space.live[: space.n]
+        else:
+            mask = None
+        k = min(k, space.n)
+        ef = max(self.ef_search, k)
+        if mask is None:
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+            scores, labels = index.search(query, k, params=params)
+        else:
+            # faiss holds raw pointers: ``bits`` and ``selector`` must outlive the search.
+            bits = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+            scores, labels = index.search(query, k, params=params)
+            del selector, bits
+        keep = labels[0] >= 0
+        return _ranked(space.ids[labels[0][keep]], scores[0][keep], k)
+
+    def _path(self, namespace: str) -> Path:
+        assert self.root is not None
+        return self.root / (hashlib.sha256(namespace.encode()).hexdigest()[:40] + ".npz")
+
+    def _write(self, namespace: str, space: _Namespace) -> None:
+        index = (
+            faiss.serialize_index(space.index)
+            if space.index is not None
+            else np.empty(0, dtype=np.uint8)
+        )
+        arrays = {
+            "format": np.asarray(_FORMAT),
+            "namespace": np.asarray(namespace),
+            "dim": np.asarray(space.dim),
+            "vectors": space.vectors[: space.n],
+            "ids": space.ids[: space.n],
+            "live": space.live[: space.n],
+            "index": index,
+        }
+        _atomic_savez(self._path(namespace), arrays)
+
+    def _load(self) -> None:
+        assert self.root is not None
+        for path in sorted(self.root.glob("*.npz")):
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["format"]) != _FORMAT:
+                    raise ValueError(f"{path}: unsupported format {int(data['format'])}")
+                space = _Namespace(int(data["dim"]))
+                space.restore(data["ids"], data["vectors"], data["live"])
+                if data["index"].size:
+                    space.index = faiss.deserialize_index(data["index"])
+                    if space.index.ntotal > space.n:  # inconsistent: rebuild lazily
+                        space.index = None
+                space.dirty = False
+                self._spaces[str(data["namespace"])] = space
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    matrix = np.array(vectors, dtype=np.float32, ndmin=2, copy=True)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected a 2-D array of vectors, got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise ValueError("vectors contain NaN or infinity")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    matrix /= norms
+    return np.ascontiguousarray(matrix)
+
+
+def _exact(space: _Namespace, positions: np.ndarray, query: np.ndarray, k: int) -> list[VectorHit]:
+    scores = space.vectors[positions] @ query
+    return _ranked(space.ids[positions], scores, k)
+
+
+def _ranked(ids: np.ndarray, scores: np.ndarray, k: int) -> list[VectorHit]:
+    """Best ``k`` by score desc, ties by id asc (deterministic across both search paths)."""
+    if len(scores) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth
+        ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))[:k]
+    return [VectorHit(int(ids[i]), float(scores[i])) for i in order]
+
+
+def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an ``.npz`` so that readers see the old file or the new one, never a mix."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,137 @@
+"""Contract for every BlobStore: add a factory to FACTORIES to run it against a new one.
+
+A factory takes a folder private to the test and returns a store; calling it again with
+the same folder must reopen the same store (an S3 factory would map it to a key prefix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kenning.stores.blobs import BlobStore, LocalBlobStore
+
+BlobStoreFactory = Callable[[Path], BlobStore]
+
+FACTORIES = [
+    pytest.param(lambda root: LocalBlobStore(root / "blobs"), id="local"),
+]
+
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@pytest.fixture(params=FACTORIES)
+def factory(request: pytest.FixtureRequest) -> BlobStoreFactory:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def store(factory: BlobStoreFactory, tmp_path: Path) -> BlobStore:
+    return factory(tmp_path)
+
+
+def test_put_returns_sha256_and_get_roundtrips(store: BlobStore) -> None:
+    data = b"\x00kenning\xffbytes" * 100
+    key = store.put(data)
+    assert key == hashlib.sha256(data).hexdigest()
+    assert store.get(key) == data
+    assert store.exists(key)
+    assert store.size(key) == len(data)
+
+
+def test_put_is_idempotent(store: BlobStore) -> None:
+    first = store.put(b"same content")
+    second = store.put(b"same content")
+    assert first == second
+    assert store.get(first) == b"same content"
+    assert store.put(b"other content") != first
+
+
+def test_empty_blob(store: BlobStore) -> None:
+    assert store.put(b"") == EMPTY_SHA256
+    assert store.get(EMPTY_SHA256) == b""
+    assert store.size(EMPTY_SHA256) == 0
+
+
+def test_put_file_streams_to_the_same_key(store: BlobStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 12_289  # ~3 MiB: more than one read chunk
+    source = tmp_path / "upload.bin"
+    source.write_bytes(data)
+    key = store.put_file(source)
+    assert key == hashlib.sha256(data).hexdigest()
+    assert store.put(data) == key
+    assert store.size(key) == len(data)
+    with store.open(key) as fh:
+        assert fh.read(256) == bytes(range(256))
+        assert fh.read() == data[256:]
+
+
+def test_missing_key(store: BlobStore) -> None:
+    absent = "0" * 64
+    assert not store.exists(absent)
+    assert store.delete(absent) is False
+    with pytest.raises(KeyError):
+        store.get(absent)
+    with pytest.raises(KeyError):
+        store.size(absent)
+    with pytest.raises(KeyError):
+        store.open(absent)
+
+
+def test_delete(store: BlobStore) -> None:
+    key = store.put(b"to be deleted")
+    keep = store.put(b"to be kept")
+    assert store.delete(key) is True
+    assert not store.exists(key)
+    assert store.delete(key) is False
+    with pytest.raises(KeyError):
+        store.get(key)
+    assert store.get(keep) == b"to be kept"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../" * 10 + "etc/passwd",
+        "ab/cd/" + "a" * 58,
+        "/" + "a" * 63,
+        "." * 64,
+        "A" * 64,  # keys are lowercase hex
+        "a" * 63,
+        "a" * 65,
+        "g" * 64,
+        "",
+        "a" * 63 + "\x00",
+        "a" * 63 + "\n",
+    ],
+)
+def test_malformed_keys_are_rejected(store: BlobStore, key: str) -> None:
+    for call in (store.get, store.exists, store.delete, store.size, store.open):
+        with pytest.raises(ValueError):
+            call(key)
+
+
+def test_blobs_survive_reopen(factory: BlobStoreFactory, tmp_path: Path) -> None:
+    key = factory(tmp_path).put(b"durable")
+    reopened = factory(tmp_path)
+    assert reopened.get(key) == b"durable"
+
+
+def test_concurrent_puts_of_the_same_content(store: BlobStore) -> None:
+    data = b"raced" * 50_000
+    keys: list[str] = []
+
+    def put() -> None:
+        keys.append(store.put(data))
+
+    threads = [threading.Thread(target=put) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(keys) == {hashlib.sha256(data).hexdigest()}
+    assert store.get(keys[0]) == data

@@ -1,0 +1,138 @@
+"""Contract for every HashIndex: add a factory to FACTORIES to run it against a new one.
+
+A factory takes a folder private to the test and returns an index; calling it again with
+the same folder after ``save()`` must reopen the saved state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kenning.stores.hashes import FaissBinaryHashIndex, HashHit, HashIndex
+
+HashIndexFactory = Callable[[Path], HashIndex]
+
+FACTORIES = [
+    pytest.param(lambda root: FaissBinaryHashIndex(root / "hashes"), id="faiss-binary"),
+]
+
+NS = "tenant-a/pdq"
+BITS = 256
+
+
+@pytest.fixture(params=FACTORIES)
+def factory(request: pytest.FixtureRequest) -> HashIndexFactory:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def index(factory: HashIndexFactory, tmp_path: Path) -> HashIndex:
+    return factory(tmp_path)
+
+
+def random_code(seed: int, nbytes: int = BITS // 8) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+
+
+def flip(code: bytes, bits: list[int]) -> bytes:
+    out = bytearray(code)
+    for bit in bits:
+        out[bit // 8] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("n_flipped", [0, 1, 7, 31, 128, 256])
+def test_distance_is_the_number_of_flipped_bits(index: HashIndex, n_flipped: int) -> None:
+    base = random_code(1)
+    bits = np.random.default_rng(n_flipped).choice(BITS, n_flipped, replace=False).tolist()
+    index.add(NS, [42], [flip(base, bits)])
+    assert index.search(NS, base, max_distance=BITS) == [HashHit(42, n_flipped)]
+
+
+def test_max_distance_is_inclusive_and_respected(index: HashIndex) -> None:
+    base = random_code(2)
+    # id d is exactly d bits away from base
+    index.add(NS, list(range(41)), [flip(base, list(range(d))) for d in range(41)])
+    hits = index.search(NS, base, max_distance=10)
+    assert hits == [HashHit(d, d) for d in range(11)]
+    assert index.search(NS, base, max_distance=0) == [HashHit(0, 0)]
+    assert [h.id for h in index.search(NS, base, max_distance=40, k=3)] == [0, 1, 2]
+    assert index.search(NS, flip(base, list(range(100, 160))), max_distance=10) == []
+
+
+def test_ids_sharing_a_code_are_all_returned_sorted(index: HashIndex) -> None:
+    code = random_code(3)
+    index.add(NS, [30, 10, 20], [code, code, code])
+    index.add(NS, [5], [flip(code, [0])])
+    assert index.search(NS, code, max_distance=4) == [
+        HashHit(10, 0),
+        HashHit(20, 0),
+        HashHit(30, 0),
+        HashHit(5, 1),
+    ]
+    assert index.count(NS) == 4
+
+
+def test_add_upserts(index: HashIndex) -> None:
+    old, new = random_code(4), random_code(5)
+    index.add(NS, [1], [old])
+    index.add(NS, [1], [new])
+    assert index.count(NS) == 1
+    assert index.search(NS, old, max_distance=20) == []
+    assert index.search(NS, new, max_distance=0) == [HashHit(1, 0)]
+
+
+def test_remove(index: HashIndex) -> None:
+    codes = [random_code(100 + i) for i in range(10)]
+    index.add(NS, list(range(10)), codes)
+    assert index.remove(NS, [2, 3, 77]) == 2
+    assert index.remove(NS, [2]) == 0
+    assert index.count(NS) == 8
+    assert index.search(NS, codes[2], max_distance=0) == []
+    assert index.search(NS, codes[4], max_distance=0) == [HashHit(4, 0)]
+    assert index.remove("unknown/ns", [1]) == 0
+
+
+def test_namespaces_are_isolated(index: HashIndex) -> None:
+    code = random_code(6)
+    index.add("tenant-a/pdq", [1], [code])
+    index.add("tenant-b/pdq", [2], [code])
+    assert index.search("tenant-a/pdq", code, max_distance=0) == [HashHit(1, 0)]
+    assert index.search("tenant-b/pdq", code, max_distance=0) == [HashHit(2, 0)]
+    assert index.search("tenant-c/pdq", code, max_distance=256) == []
+    assert index.count("tenant-c/pdq") == 0
+
+
+def test_code_lengths(index: HashIndex) -> None:
+    index.add("t/audio-fp", [1], [random_code(7, nbytes=8)])  # 64-bit codes elsewhere
+    index.add(NS, [1], [random_code(7)])
+    with pytest.raises(ValueError):
+        index.add(NS, [2], [random_code(8, nbytes=8)])
+    with pytest.raises(ValueError):
+        index.add("t/new", [1, 2], [random_code(9), random_code(9, nbytes=8)])
+    with pytest.raises(ValueError):
+        index.add(NS, [1, 2], [random_code(9)])
+    with pytest.raises(ValueError):
+        index.search(NS, random_code(9, nbytes=8), max_distance=3)
+
+
+def test_save_and_reopen(factory: HashIndexFactory, tmp_path: Path) -> None:
+    index = factory(tmp_path)
+    codes = [random_code(200 + i) for i in range(300)]
+    index.add(NS, list(range(300)), codes)
+    index.add("tenant-b/pdq", [1], [codes[0]])
+    index.remove(NS, [0])
+    index.add(NS, [1], [codes[2]])  # id 1 now shares id 2's code
+    index.save()
+
+    reopened = factory(tmp_path)
+    assert reopened.count(NS) == 299
+    assert reopened.count("tenant-b/pdq") == 1
+    assert reopened.search(NS, codes[0], max_distance=0) == []
+    assert reopened.search(NS, codes[2], max_distance=0) == [HashHit(1, 0), HashHit(2, 0)]
+    near = flip(codes[150], [3, 9, 200])
+    assert reopened.search(NS, near, max_distance=5) == [HashHit(150, 3)]

@@ -1,0 +1,218 @@
+"""Contract for every KeywordIndex: add a factory to FACTORIES to run it against a new one.
+
+A factory takes a folder private to the test and returns an index; calling it again with
+the same folder must reopen the same data (a PostgreSQL factory would map it to a schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from kenning.stores.keyword import KeywordDoc, KeywordHit, KeywordIndex, SQLiteKeywordIndex
+
+KeywordIndexFactory = Callable[[Path], KeywordIndex]
+
+FACTORIES = [
+    pytest.param(lambda root: SQLiteKeywordIndex(root / "keyword.db"), id="sqlite-fts5"),
+]
+
+FILLER = [
+    "the council met on tuesday to discuss the budget",
+    "a new bakery opened downtown selling bread and cakes",
+    "the football team won the match in extra time",
+    "researchers published a study about sleep and memory",
+    "the museum reopened after a long renovation",
+    "traffic was heavy on the motorway this morning",
+]
+
+
+@pytest.fixture(params=FACTORIES)
+def factory(request: pytest.FixtureRequest) -> KeywordIndexFactory:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def index(factory: KeywordIndexFactory, tmp_path: Path) -> KeywordIndex:
+    idx = factory(tmp_path)
+    idx.upsert([KeywordDoc(900 + i, "t1", f"filler-{i}", text) for i, text in enumerate(FILLER)])
+    return idx
+
+
+def ids(hits: Sequence[KeywordHit]) -> list[int]:
+    return [h.id for h in hits]
+
+
+def test_more_matching_terms_rank_higher(index: KeywordIndex) -> None:
+    index.upsert(
+        [
+            KeywordDoc(1, "t1", "a1", "flood waters rose along the river overnight"),
+            KeywordDoc(2, "t1", "a2", "a flood warning was issued for the town"),
+            KeywordDoc(3, "t1", "a3", "a river cruise departs every hour"),
+        ]
+    )
+    hits = index.search("t1", "river flood", 10)
+    assert ids(hits)[0] == 1
+    assert set(ids(hits)) == {1, 2, 3}  # fewer than k match all words: any-word matches follow
+    assert hits[0].score > 0
+    assert hits[0].asset_id == "a1"
+
+
+def test_term_frequency_ranks_higher_and_scores_descend(index: KeywordIndex) -> None:
+    index.upsert(
+        [
+            KeywordDoc(1, "t1", "a1", "storm over the harbour"),
+            KeywordDoc(2, "t1", "a1", "storm after storm after storm hit the harbour"),
+        ]
+    )
+    hits = index.search("t1", "storm", 10)
+    assert ids(hits) == [2, 1]
+    assert hits[0].score > hits[1].score
+
+
+def test_highlight_marks_terms_and_escapes_html(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a1", "Breaking: <b>Flood</b> & chaos downtown")])
+    (hit,) = index.search("t1", "flood", 5)
+    assert "<mark>Flood</mark>" in hit.highlight
+    assert "&lt;b&gt;" in hit.highlight and "&amp;" in hit.highlight
+    assert "<b>" not in hit.highlight
+
+
+@pytest.mark.parametrize(
+    ("stored", "query"),
+    [("Zürich", "zurich"), ("Zurich", "ZÜRICH"), ("São Paulo café", "sao paulo cafe")],
+)
+def test_diacritics_and_case_are_folded(index: KeywordIndex, stored: str, query: str) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a1", f"protests in {stored} today")])
+    assert ids(index.search("t1", query, 5)) == [1]
+
+
+def test_tenants_are_isolated(index: KeywordIndex) -> None:
+    index.upsert(
+        [
+            KeywordDoc(1, "t1", "shared-asset", "election results announced"),
+            KeywordDoc(2, "t2", "shared-asset", "election results announced"),
+        ]
+    )
+    assert ids(index.search("t1", "election results", 10)) == [1]
+    assert ids(index.search("t2", "election results", 10)) == [2]
+    assert index.search("t3", "election", 10) == []
+    assert index.count("t1") == len(FILLER) + 1
+    assert index.count("t2") == 1
+    assert index.count("t3") == 0
+
+
+def test_asset_filter(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(i, "t1", f"a{i % 3}", f"volcano report number {i}") for i in range(9)])
+    hits = index.search("t1", "volcano", 20, asset_ids={"a1", "a2"})
+    assert sorted(ids(hits)) == [1, 2, 4, 5, 7, 8]
+    assert index.search("t1", "volcano", 20, asset_ids=[]) == []
+
+
+HOSTILE = [
+    '"',
+    '""',
+    "'",
+    "*",
+    "flood*",
+    "NEAR(",
+    "NEAR(flood river",
+    "OR",
+    "AND",
+    "NOT",
+    "flood OR",
+    "-",
+    "-flood",
+    ":",
+    "text:flood",
+    "tenant_id:t2",
+    '"unbalanced flood',
+    "(flood",
+    "flood)",
+    "^flood",
+    "{text}: flood",
+    "a" * 10_000,
+    "flood " + "x" * 10_240,
+    "\x00flood",
+    "🌊 flood",
+    "%",
+    "_",
+    "\\",
+    ";DROP TABLE keyword_fts;--",
+    "   ",
+    "",
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE, ids=lambda q: repr(q[:20]))
+def test_hostile_queries_never_raise(index: KeywordIndex, query: str) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a1", "flood warning for the river")])
+    index.upsert([KeywordDoc(2, "t2", "a2", "flood warning for the river")])
+    hits = index.search("t1", query, 5)
+    assert 2 not in ids(hits)
+    if "flood" in query:
+        assert ids(hits)[:1] == [1]
+    elif not any(c.isalnum() for c in query):
+        assert hits == []
+
+
+def test_query_syntax_is_searched_as_plain_words(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a1", "rock or roll near the coast")])
+    assert set(ids(index.search("t1", "AND", 10))) == {901, 903}  # fillers with "and"
+    assert ids(index.search("t1", "rock OR roll", 10)) == [1]
+    assert ids(index.search("t1", "NEAR(rock coast)", 10)) == [1]
+    assert index.search("t1", "text:rock", 10)[0].id == 1
+    assert index.search("t1", "-rock", 10)[0].id == 1  # not a negation
+
+
+def test_long_query_still_finds_partial_matches(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a1", "wildfire near the village")])
+    query = "wildfire " + " ".join(f"word{i}" for i in range(2000))  # ~20 kB
+    assert ids(index.search("t1", query, 5)) == [1]
+
+
+def test_delete_asset(index: KeywordIndex) -> None:
+    index.upsert(
+        [
+            KeywordDoc(1, "t1", "a1", "earthquake magnitude six"),
+            KeywordDoc(2, "t1", "a1", "earthquake aftershocks"),
+            KeywordDoc(3, "t1", "a2", "earthquake relief"),
+            KeywordDoc(4, "t2", "a1", "earthquake in another tenant"),
+        ]
+    )
+    assert index.delete_asset("t1", "a1") == 2
+    assert index.delete_asset("t1", "a1") == 0
+    assert ids(index.search("t1", "earthquake", 10)) == [3]
+    assert ids(index.search("t2", "earthquake", 10)) == [4]
+
+
+def test_delete_by_id(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a1", "tsunami alert"), KeywordDoc(2, "t1", "a1", "tsunami")])
+    assert index.delete([1, 555]) == 1
+    assert ids(index.search("t1", "tsunami", 10)) == [2]
+    assert index.delete([]) == 0
+
+
+def test_upsert_is_idempotent_and_replaces(index: KeywordIndex) -> None:
+    doc = KeywordDoc(1, "t1", "a1", "heatwave warning")
+    index.upsert([doc])
+    index.upsert([doc])
+    assert ids(index.search("t1", "heatwave", 10)) == [1]
+    assert index.count("t1") == len(FILLER) + 1
+    index.upsert([KeywordDoc(1, "t1", "a1", "cold snap")])
+    assert index.search("t1", "heatwave", 10) == []
+    assert ids(index.search("t1", "cold", 10)) == [1]
+    assert index.count("t1") == len(FILLER) + 1
+
+
+def test_k_limits_results(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(i, "t1", "a", f"drought day {i}") for i in range(20)])
+    assert len(index.search("t1", "drought", 7)) == 7
+    assert index.search("t1", "drought", 0) == []
+
+
+def test_data_survives_reopen(factory: KeywordIndexFactory, tmp_path: Path) -> None:
+    factory(tmp_path).upsert([KeywordDoc(1, "t1", "a1", "blizzard closes airport")])
+    assert ids(factory(tmp_path).search("t1", "blizzard", 5)) == [1]

@@ -1,0 +1,110 @@
+"""FaissVectorIndex specifics: exact vs HNSW paths, tombstones, compaction, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kenning.stores.vectors import FaissVectorIndex
+
+DIM = 32
+NS = "t/space"
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    norms: np.ndarray = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return np.asarray(rows / norms, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    return unit(np.random.default_rng(3).standard_normal((2500, DIM)))
+
+
+def test_exact_and_hnsw_paths_agree(data: np.ndarray) -> None:
+    exact = FaissVectorIndex(None, exact_threshold=10**9)
+    approx = FaissVectorIndex(None, exact_threshold=0)
+    for index in (exact, approx):
+        index.add(NS, list(range(len(data))), data)
+    stats_exact, stats_approx = exact.stats(NS), approx.stats(NS)
+    assert stats_exact is not None and not stats_exact.hnsw_built
+    assert stats_approx is not None and stats_approx.hnsw_built
+    queries = np.random.default_rng(4).standard_normal((30, DIM)).astype(np.float32)
+    overlap = []
+    for query in queries:
+        truth, got = exact.search(NS, query, 10), approx.search(NS, query, 10)
+        assert got[0].id == truth[0].id
+        assert got[0].score == pytest.approx(truth[0].score, abs=1e-5)
+        overlap.append(len({h.id for h in truth} & {h.id for h in got}) / 10)
+    assert np.mean(overlap) >= 0.9
+
+
+def test_hnsw_path_filters_tombstones_and_allowed(data: np.ndarray) -> None:
+    index = FaissVectorIndex(None, exact_threshold=0, compact_ratio=0.9)
+    index.add(NS, list(range(len(data))), data)
+    index.remove(NS, [0, 1, 2])
+    stats = index.stats(NS)
+    assert stats is not None and stats.tombstones == 3
+    assert {h.id for h in index.search(NS, data[0], 20)}.isdisjoint({0, 1, 2})
+    allowed = set(range(0, len(data), 2))
+    hits = index.search(NS, data[4], 10, allowed=allowed)
+    assert hits[0].id == 4 and {h.id for h in hits} <= allowed - {0, 2}
+
+
+def test_compaction_after_enough_tombstones(data: np.ndarray) -> None:
+    index = FaissVectorIndex(None, exact_threshold=100, compact_ratio=0.2)
+    index.add(NS, list(range(500)), data[:500])
+    index.remove(NS, list(range(100)))
+    stats = index.stats(NS)
+    assert stats is not None and (stats.live, stats.tombstones) == (400, 100)
+    index.remove(NS, [100])  # 101 of 500 exceeds the ratio: rebuilt
+    stats = index.stats(NS)
+    assert stats is not None and (stats.live, stats.tombstones) == (399, 0)
+    assert stats.hnsw_built  # 399 live is above the exact threshold: graph rebuilt eagerly
+    assert index.search(NS, data[200], 1)[0].id == 200
+    assert index.search(NS, data[100], 3)[0].id != 100
+
+
+def test_upserts_tombstone_the_old_position(data: np.ndarray) -> None:
+    index = FaissVectorIndex(None, compact_ratio=0.5)
+    index.add(NS, [1, 2, 3], data[:3])
+    index.add(NS, [1], data[3:4])
+    stats = index.stats(NS)
+    assert stats is not None and (stats.live, stats.tombstones) == (3, 1)
+
+
+def test_reload_keeps_graph_and_tombstones(tmp_path: Path, data: np.ndarray) -> None:
+    index = FaissVectorIndex(tmp_path, exact_threshold=1000)
+    index.add(NS, list(range(len(data))), data)
+    index.remove(NS, [7])
+    index.save()
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert not list(tmp_path.glob(".tmp-*"))
+    reloaded = FaissVectorIndex(tmp_path, exact_threshold=1000)
+    assert reloaded.stats(NS) == index.stats(NS)
+    assert reloaded.namespaces() == [NS]
+    for row in (7, 8, 2000):
+        assert reloaded.search(NS, data[row], 5) == index.search(NS, data[row], 5)
+
+
+def test_save_without_root_is_a_no_op(data: np.ndarray) -> None:
+    index = FaissVectorIndex(None)
+    index.add(NS, [1], data[:1])
+    index.save()
+    assert index.count(NS) == 1
+
+
+def test_fixed_dimension_and_bad_input() -> None:
+    index = FaissVectorIndex(None, dim=DIM)
+    with pytest.raises(ValueError):
+        index.add(NS, [1], np.ones((1, DIM + 1), dtype=np.float32))
+    with pytest.raises(ValueError):
+        index.add(NS, [1], np.full((1, DIM), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError):
+        index.search(NS, np.ones((2, DIM), dtype=np.float32), 1)
+    index.add(NS, [1, 2], np.vstack([np.zeros(DIM), np.ones(DIM)]))  # zero vector: score 0
+    hits = index.search(NS, np.ones(DIM, dtype=np.float32), 2)
+    assert [(h.id, round(h.score, 5)) for h in hits] == [(2, 1.0), (1, 0.0)]
+    assert index.search("other", np.ones(DIM, dtype=np.float32), 2) == []
