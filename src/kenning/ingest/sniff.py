@@ -112,14 +112,14 @@ def sniff(data: bytes) -> Sniffed:
     if _is_utf8_text(data):
         return Sniffed(MediaKind.TEXT, "text/plain")
     # Weak signatures are only trusted once the bytes have failed to be text.
-    if head[:2] == b"MZ":
-        raise UnsupportedMedia("unsupported media type: Windows executable", detected="exe")
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        raise UnsupportedMedia("unsupported media type: MPEG audio", detected="mpeg-audio")
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise UnsupportedMedia(
             "unsupported media type: UTF-16 text (send UTF-8)", detected="utf-16"
         )
+    if head[:2] == b"MZ":
+        raise UnsupportedMedia("unsupported media type: Windows executable", detected="exe")
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        raise UnsupportedMedia("unsupported media type: MPEG audio", detected="mpeg-audio")
     raise UnsupportedMedia("unsupported media type: unrecognised binary data")
 
 

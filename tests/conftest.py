@@ -1,0 +1,46 @@
+"""Shared fixtures: real outside services, skipped locally when absent, required in CI."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+POSTGRES_SERVER = os.environ.get("KENNING_TEST_POSTGRES", "postgres@127.0.0.1:5432")
+"""``user@host:port`` of a PostgreSQL server that trusts the test user."""
+
+
+def require_service(name: str, reachable: bool) -> None:
+    """Skip the test when ``name`` is not reachable; fail instead when ``CI=true``."""
+    if reachable:
+        return
+    message = f"{name} is not reachable"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (required when CI=true)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this session, dropped at the end."""
+    try:
+        import psycopg
+    except ImportError:
+        require_service("PostgreSQL (psycopg is not installed)", False)
+        raise  # unreachable: require_service skipped or failed
+    admin = f"postgresql://{POSTGRES_SERVER}/postgres"
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        conn = None
+    require_service(f"PostgreSQL at {POSTGRES_SERVER}", conn is not None)
+    assert conn is not None
+    name = f"kenning_test_{uuid.uuid4().hex[:12]}"
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://{POSTGRES_SERVER}/{name}"
+        finally:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
