@@ -81,7 +81,9 @@ def main() -> None:
     print(f"\n{args.messages} no-op messages, Worker with {args.threads} threads\n")
     print(f"{'broker':<18} {'enqueue msg/s':>14} {'process msg/s':>14} {'process s':>10}")
     for r in results:
-        print(f"{r.name:<18} {r.enqueue_rate:>14,.0f} {r.process_rate:>14,.0f} {r.process_s:>10.2f}")
+        print(
+            f"{r.name:<18} {r.enqueue_rate:>14,.0f} {r.process_rate:>14,.0f} {r.process_s:>10.2f}"
+        )
     stub, sqlite = results
     print(
         f"\nsqlite/stub: enqueue {sqlite.enqueue_rate / stub.enqueue_rate:.2f}x, "

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ def test_failing_actor_retries_with_backoff_then_dead_letters(broker: Broker) ->
     for k, delay in enumerate(delays):  # exponential with jitter: [min, 2 * min) * 2**k
         assert 100 * 2**k <= delay < 200 * 2**k
     assert delays == sorted(delays)
-    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in pairwise(attempts)]
     for gap, delay in zip(gaps, delays, strict=True):
         assert gap >= delay / 1000 - 0.01  # never delivered before its backoff ran out
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from kenning.errors import Backpressure, KenningError
@@ -33,7 +34,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    @app.exception_handler(ValidationError)
+    async def _validation(_: Request, exc: RequestValidationError | ValidationError) -> (
+        JSONResponse
+    ):
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()
         ]

@@ -8,15 +8,17 @@ a lock even though dramatiq's base class says consumers need not be thread-safe.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from dramatiq.broker import Consumer, MessageProxy
-from dramatiq.errors import DecodeError
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
 from kenning.queue.sqlite_db import now_ms
@@ -145,6 +147,16 @@ class SQLiteConsumer(Consumer):
             self._settled([row.id])
             return None
 
+    @contextmanager
+    def _db_errors_as_connection_errors(self) -> Iterator[None]:
+        # dramatiq's Worker retries an ack or nack that fails with a broker connection
+        # error (every few seconds, until it works) but gives up on any other error,
+        # which would leave the row delivered and leased to this live process for good.
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            raise ConnectionClosed(e) from e  # type: ignore[no-untyped-call]
+
     def _settled(self, row_ids: Iterable[int]) -> None:
         with self._lock:
             self._handed.difference_update(row_ids)
@@ -153,7 +165,8 @@ class SQLiteConsumer(Consumer):
     def ack(self, message: MessageProxy) -> None:
         """Processing succeeded: delete the message."""
         row_id = _row_id(message)
-        self.broker.message_store.delete(row_id)
+        with self._db_errors_as_connection_errors():
+            self.broker.message_store.delete(row_id)
         self._settled([row_id])
 
     def nack(self, message: MessageProxy) -> None:
@@ -164,14 +177,16 @@ class SQLiteConsumer(Consumer):
         # The reason column already holds the traceback; don't store it twice.
         options.pop("traceback", None)
         final: Message[Any] = dataclasses.replace(message._message, options=options)
-        self.broker.message_store.dead_letter(row_id, final.encode(), reason, now_ms())
+        with self._db_errors_as_connection_errors():
+            self.broker.message_store.dead_letter(row_id, final.encode(), reason, now_ms())
         self._settled([row_id])
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Return delivered, unprocessed messages to ready (worker shutdown)."""
         row_ids = [_row_id(m) for m in messages]
         if row_ids:
-            self.broker.message_store.release(row_ids)
+            with self._db_errors_as_connection_errors():
+                self.broker.message_store.release(row_ids)
             self._settled(row_ids)
 
     def close(self) -> None:

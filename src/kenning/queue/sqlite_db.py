@@ -103,10 +103,18 @@ class SQLiteDatabase:
                 conn.execute(statement)
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use (autocommit mode)."""
+        """This thread's connection, outside any transaction (autocommit mode)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        if conn is None:
+            conn = self._open()
+        elif conn.in_transaction:
+            # An asynchronous exception (dramatiq's TimeLimit or Shutdown interrupt) may
+            # have landed between BEGIN and COMMIT on this thread earlier; without this
+            # rollback the next autocommit statement would join that dead transaction.
+            conn.rollback()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
         if self._closed:
             raise RuntimeError(f"the queue database {self.path} is closed")
         # isolation_level=None: we issue BEGIN/COMMIT ourselves so that every write
@@ -132,10 +140,6 @@ class SQLiteDatabase:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds the database's write lock from its start."""
         conn = self.connection()
-        if conn.in_transaction:
-            # An asynchronous exception (dramatiq's TimeLimit or Shutdown interrupt)
-            # may have landed between BEGIN and COMMIT on this thread earlier.
-            conn.rollback()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -148,8 +152,6 @@ class SQLiteDatabase:
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: one consistent snapshot for several queries."""
         conn = self.connection()
-        if conn.in_transaction:
-            conn.rollback()
         conn.execute("BEGIN")
         try:
             yield conn

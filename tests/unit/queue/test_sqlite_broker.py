@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.broker import Broker, MessageProxy
-from dramatiq.errors import QueueJoinTimeout, QueueNotFound
+from dramatiq.errors import BrokerConnectionError, QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
@@ -469,3 +470,23 @@ def test_actor_time_limit_fails_the_message_into_dead_letters(broker: SQLiteBrok
         worker.stop()
     [letter] = broker.list_dead_letters("q")
     assert letter.reason is not None and "TimeLimitExceeded" in letter.reason
+
+
+def test_database_errors_on_ack_are_connection_errors_so_dramatiq_retries(
+    broker: SQLiteBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker.declare_queue("q")
+    broker.enqueue(message("q"))
+    consumer = broker.consume("q", timeout=100)
+    held = take(consumer)
+
+    def locked(row_id: int) -> bool:
+        raise sqlite3.OperationalError("database is locked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(broker.message_store, "delete", locked)
+        with pytest.raises(BrokerConnectionError):
+            consumer.ack(held)
+    assert broker.queue_depths()["q"].in_flight == 1
+    consumer.ack(held)
+    assert broker.total_pending() == 0
