@@ -39,6 +39,18 @@ def plan(kind: MediaKind, processors: Iterable[Processor]) -> list[PlannedStage]
                 available |= proc.produces
                 changed = True
 
+    # A processor left out waits on an artifact nobody makes for this kind (fine: it
+    # does not take part) or on itself through others: a declaration error, refused.
+    left_out = [p for p in candidates if p.name not in chosen]
+    makers: dict[str, set[str]] = {}
+    for proc in left_out:
+        for artifact in proc.produces:
+            makers.setdefault(artifact, set()).add(proc.name)
+    _topological(kind, {
+        p.name: tuple(sorted({m for a in p.requires for m in makers.get(a, ())}))
+        for p in left_out
+    })
+
     producer: dict[str, str] = {}
     for proc in chosen.values():
         for artifact in proc.produces:
@@ -53,6 +65,14 @@ def plan(kind: MediaKind, processors: Iterable[Processor]) -> list[PlannedStage]
         name: tuple(sorted({producer[a] for a in proc.requires if a != SOURCE}))
         for name, proc in chosen.items()
     }
+    return [
+        PlannedStage(n, chosen[n].version, chosen[n].queue, deps[n])
+        for n in _topological(kind, deps)
+    ]
+
+
+def _topological(kind: MediaKind, deps: dict[str, tuple[str, ...]]) -> list[str]:
+    """Names with dependencies first (ties by name); raises on a cycle."""
     order: list[str] = []
     state: dict[str, int] = {}
 
@@ -67,11 +87,9 @@ def plan(kind: MediaKind, processors: Iterable[Processor]) -> list[PlannedStage]
         state[name] = 2
         order.append(name)
 
-    for name in sorted(chosen):
+    for name in sorted(deps):
         visit(name)
-    return [
-        PlannedStage(n, chosen[n].version, chosen[n].queue, deps[n]) for n in order
-    ]
+    return order
 
 
 def dependents(stages: Iterable[PlannedStage], name: str) -> set[str]:

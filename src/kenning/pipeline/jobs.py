@@ -124,12 +124,19 @@ def reset_for_redrive(s: Session, stage_run_id: str) -> StageRun | None:
     run.attempts = 0
     run.enqueued_at = utcnow()
     run.finished_at = None
-    s.execute(
-        update(StageRun)
-        .where(StageRun.job_id == run.job_id, StageRun.state == "skipped")
-        .values(state="pending", finished_at=None, error=None)
-        .execution_options(synchronize_session=False)
-    )
+    # Reopen a skipped stage only once none of its upstream is failed or skipped: one
+    # that still waits on another failure stays skipped, or the job would never finish.
+    siblings = s.scalars(select(StageRun).where(StageRun.job_id == run.job_id))
+    runs = {r.processor: r for r in siblings}
+    dead = ("failed", "skipped")
+    reopened = True
+    while reopened:
+        reopened = False
+        for other in runs.values():
+            upstream = [runs[d] for d in other.depends_on.get("stages", []) if d in runs]
+            if other.state == "skipped" and not any(u.state in dead for u in upstream):
+                other.state, other.finished_at, other.error = "pending", None, None
+                reopened = True
     job = s.get(Job, run.job_id)
     asset = s.get(Asset, run.asset_id)
     if job is not None and asset is not None:

@@ -10,6 +10,17 @@ after a ``kill -9`` a restart redelivers in-flight work at once.
 Delays are native (a ``visible_at`` column), so dramatiq's Worker never holds delayed
 messages in memory and no ``.DQ`` queues exist. Retries with backoff and time limits
 are dramatiq's own ``Retries`` and ``TimeLimit`` middleware.
+
+Workers inside a server process::
+
+    broker = SQLiteBroker(settings.queue_path)
+    ...  # declare actors with dramatiq.actor(broker=broker, ...)
+    broker.emit_after("process_boot")  # what the dramatiq CLI does; starts TimeLimit
+    worker = dramatiq.Worker(broker, worker_threads=settings.workers)
+    worker.start()
+    ...
+    worker.stop(timeout=30_000)  # finishes running actors, requeues prefetched messages
+    broker.close()
 """
 
 from __future__ import annotations

@@ -38,8 +38,17 @@ def page() -> Image.Image:
         wheels = sorted(CACHE.glob("scikit_image-0.26.0-*.whl"))
         if not wheels:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                 "scikit-image==0.26.0", "-d", str(CACHE)],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "scikit-image==0.26.0",
+                    "-d",
+                    str(CACHE),
+                ],
                 check=True,
                 capture_output=True,
                 timeout=600,
@@ -124,10 +133,18 @@ def test_rapidocr_reads_a_scanned_page_offline(
     assert blocks[0].confidence > 0.95
 
 
+@pytest.fixture(scope="module")
+def backend() -> RapidOcrBackend:
+    """A RapidOCR backend shared by this module's tests (models load once)."""
+    return RapidOcrBackend(threads=1)
+
+
 @pytest.mark.slow
-def test_rapidocr_handles_alpha_and_upside_down_lines(page: Image.Image) -> None:
-    backend = RapidOcrBackend(threads=1)
-    assert [b.text for b in backend.read(page.convert("RGBA"))][0] == "Region-based segmentation"
+def test_rapidocr_handles_alpha_and_upside_down_lines(
+    page: Image.Image, backend: RapidOcrBackend
+) -> None:
+    blocks = backend.read(page.convert("RGBA"))
+    assert blocks[0].text == "Region-based segmentation"
     # The orientation classifier turns each upside-down line; page order is not restored.
     texts = [b.text for b in backend.read(page.rotate(180))]
     assert "unambiguously as either object or background. Here," in texts

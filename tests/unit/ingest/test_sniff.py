@@ -130,7 +130,7 @@ def test_empty_body() -> None:
         random.Random(3).randbytes(4096),
         "Café in Latin-1".encode("latin-1"),  # not valid UTF-8
         b"text with a NUL\x00 byte",
-        "\x01\x02\x03\x04 mostly control characters \x05\x06\x07".encode(),
+        b"\x01\x02\x03\x04 mostly control characters \x05\x06\x07",
         "UTF-16 text".encode("utf-16"),
     ],
 )

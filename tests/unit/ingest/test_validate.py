@@ -46,7 +46,7 @@ def _photo_like(width: int = 320, height: int = 200) -> Image.Image:
 
 def _encode(im: Image.Image, fmt: str, **params: object) -> bytes:
     buf = io.BytesIO()
-    im.save(buf, format=fmt, **params)  # type: ignore[arg-type]
+    im.save(buf, format=fmt, **params)
     return buf.getvalue()
 
 
@@ -191,9 +191,7 @@ def test_safe_open_applies_exif_orientation(settings: Settings) -> None:
         (lambda: _photo_like().convert("1"), "BMP", "RGB"),
     ],
 )
-def test_safe_open_normalises_modes(
-    settings: Settings, make: object, fmt: str, mode: str
-) -> None:
+def test_safe_open_normalises_modes(settings: Settings, make: object, fmt: str, mode: str) -> None:
     im = safe_open_image(_encode(make(), fmt), settings)  # type: ignore[operator]
     assert im.mode == mode
     assert im.size == (320, 200)

@@ -39,8 +39,17 @@ def skimage_data_dir() -> Path:
     wheels = sorted(CACHE.glob("scikit_image-0.26.0-*.whl"))
     if not wheels:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             SKIMAGE, "-d", str(CACHE)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                SKIMAGE,
+                "-d",
+                str(CACHE),
+            ],
             check=True,
             capture_output=True,
             timeout=600,

@@ -1,0 +1,166 @@
+"""SIGKILL `kenning serve` in the middle of ingesting 200 files, start it again:
+every accepted asset completes, none twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from kenning.stores.metadata import Database
+from kenning.stores.metadata.tables import Asset, AuditEvent, Job, Segment, StageRun
+from tests.fixtures import media
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KENNING_LOG_JSON": "true", "KENNING_RECONCILE_INTERVAL_S": "1"}
+    log = (data_dir / "server.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "kenning.cli.main", "serve", "--data-dir", str(data_dir),
+         "--port", str(port), "--workers", "2"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "server exited"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server not ready")
+
+
+def _files(tmp: Path) -> list[Path]:
+    folder = tmp / "inbox"
+    folder.mkdir()
+    seen: set[str] = set()
+    paths = []
+    for article in media.news():
+        if article.text in seen:
+            continue  # the corpus repeats a few articles; we want 200 distinct files
+        seen.add(article.text)
+        path = folder / f"{article.id}.txt"
+        path.write_text(f"{article.title}\n\n{article.text}")
+        paths.append(path)
+        if len(paths) == 192:
+            break
+    for name in ("coffee", "astronaut", "chelsea", "camera", "rocket", "coins", "horse", "moon"):
+        path = folder / f"{name}.jpg"
+        path.write_bytes(media.jpeg_bytes(name, 85))
+        paths.append(path)
+    assert len(paths) == 200
+    return paths
+
+
+def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    files = _files(tmp_path)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _serve(data_dir, port)
+    try:
+        _wait_ready(url, server)
+        key = (data_dir / "bootstrap_api_key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        accepted: dict[Path, str] = {}
+        lock = threading.Lock()
+        killed = threading.Event()
+
+        def send(path: Path) -> None:
+            if killed.is_set():
+                return
+            try:
+                r = httpx.post(f"{url}/v1/assets", headers=headers, timeout=30,
+                               files={"file": (path.name, path.read_bytes())})
+            except httpx.HTTPError:
+                return  # the server died under us: not accepted as far as we know
+            if r.status_code == 202:
+                with lock:
+                    accepted[path] = r.json()["asset_id"]
+                    if len(accepted) >= 120 and not killed.is_set():
+                        killed.set()
+                        server.send_signal(signal.SIGKILL)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(send, files))
+        server.wait(timeout=30)
+        assert server.returncode == -signal.SIGKILL
+        assert 120 <= len(accepted) < 200
+
+        database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
+        with database.session(write=False) as s:
+            unfinished = s.scalar(select(func.count()).select_from(StageRun).where(
+                StageRun.state.not_in(("succeeded", "failed", "skipped"))))
+        assert unfinished and unfinished > 0, "the kill must land mid-processing"
+
+        server = _serve(data_dir, port)
+        _wait_ready(url, server)
+        # The client re-sends everything: what was accepted comes back as a duplicate.
+        for path in files:
+            r = httpx.post(f"{url}/v1/assets", headers=headers, timeout=60,
+                           files={"file": (path.name, path.read_bytes())})
+            assert r.status_code == 202, r.text
+            if path in accepted:
+                assert r.json()["duplicate_of"] == accepted[path]
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:
+            with database.session(write=False) as s:
+                open_jobs = s.scalar(select(func.count()).select_from(Job).where(
+                    Job.state.in_(("queued", "running"))))
+            if open_jobs == 0:
+                break
+            time.sleep(1)
+        assert open_jobs == 0
+
+        with database.session(write=False) as s:
+            assets = list(s.scalars(select(Asset)))
+            assert len(assets) == 200
+            assert len({a.sha256 for a in assets}) == 200
+            assert {a.status for a in assets} == {"ready"}
+            assert set(accepted.values()) <= {a.id for a in assets}
+            assert s.scalar(select(func.count()).select_from(Job)) == 200
+            states = list(s.scalars(select(StageRun.state)))
+            assert set(states) == {"succeeded"}
+            creates = s.scalar(select(func.count()).select_from(AuditEvent).where(
+                AuditEvent.action == "asset.create"))
+            assert creates == 200
+            chunks = s.scalar(select(func.count()).select_from(Segment).where(
+                Segment.kind == "chunk"))
+        # The keyword index holds each chunk exactly once, across the crash.
+        found = httpx.get(f"{url}/metrics").text
+        assert "kenning_stage_seconds_bucket" in found
+        from kenning.stores.keyword import SQLiteKeywordIndex
+
+        tenant = assets[0].tenant_id
+        assert SQLiteKeywordIndex(data_dir / "indexes" / "keyword.db").count(tenant) == chunks
+        status = httpx.get(f"{url}/v1/admin/queues", headers=headers).json()
+        assert sum(q["ready"] + q["in_flight"] + q["delayed"] for q in status) == 0
+        assert sum(q["dead"] for q in status) == 0
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
