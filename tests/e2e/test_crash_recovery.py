@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import func, select
+from tests.fixtures import media
 
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, Segment, StageRun
-from tests.fixtures import media
 
 pytestmark = pytest.mark.slow
 

@@ -31,9 +31,10 @@ class EmbeddingBackend(Protocol):
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    rows: np.ndarray = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    out: np.ndarray = rows / np.maximum(norms, 1e-12)
+    return out
 
 
 class _LazyModel:

@@ -74,11 +74,11 @@ def write_rows(
         delete(Feature).where(Feature.asset_id == asset.id, Feature.name.in_(proc.produces))
     )
 
-    for seg in output.segments:
+    for out in output.segments:
         session.add(
             Segment(
-                tenant_id=asset.tenant_id, asset_id=asset.id, producer=proc.name, kind=seg.kind,
-                seq=seg.seq, start_s=seg.start_s, end_s=seg.end_s, text=seg.text, data=seg.data,
+                tenant_id=asset.tenant_id, asset_id=asset.id, producer=proc.name, kind=out.kind,
+                seq=out.seq, start_s=out.start_s, end_s=out.end_s, text=out.text, data=out.data,
             )
         )
     session.flush()

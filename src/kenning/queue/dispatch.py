@@ -97,11 +97,8 @@ def declare_actors(
         (RUN_STAGE, run_stage, "default"),
         (DELIVER_WEBHOOK, deliver_webhook, WEBHOOK_QUEUE),
     ):
-        dramatiq.actor(
-            fn,
-            broker=broker,
-            actor_name=name,
-            queue_name=queue,
-            min_backoff=min_backoff_ms,
-            max_backoff=max_backoff_ms,
+        decorate = dramatiq.actor(
+            broker=broker, actor_name=name, queue_name=queue,
+            min_backoff=min_backoff_ms, max_backoff=max_backoff_ms,
         )
+        decorate(_discarding(fn))

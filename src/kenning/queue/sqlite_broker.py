@@ -30,20 +30,19 @@ import os
 import time
 import weakref
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dramatiq.broker import Broker, Consumer, MessageProxy
 from dramatiq.common import q_name
-from dramatiq.errors import QueueJoinTimeout, QueueNotFound
+from dramatiq.errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
 from kenning.queue.protocol import DeadLetter, QueueDepth
 from kenning.queue.sqlite_consumer import ChangeSignal, SQLiteConsumer
 from kenning.queue.sqlite_db import SQLiteDatabase, now_ms
-from kenning.queue.sqlite_dead_letters import DeadLetterStore, DeadRow
+from kenning.queue.sqlite_dead_letters import DeadLetterStore
 from kenning.queue.sqlite_leases import LeaseKeeper
 from kenning.queue.sqlite_store import MessageStore, NewMessage
 
@@ -238,7 +237,7 @@ class SQLiteBroker(Broker):
     ) -> list[DeadLetter]:
         """Dead letters, oldest first."""
         return [
-            _dead_letter(row)
+            row.to_dead_letter()
             for row in self.dead_letter_store.select(queue_name=queue_name, limit=limit)
         ]
 
@@ -254,14 +253,14 @@ class SQLiteBroker(Broker):
         for row in rows:
             try:
                 old = Message.decode(row.body)
-            except Exception:
+            except DecodeError:
                 self.logger.error("Cannot redrive undecodable dead letter %d.", row.id)
                 continue
             options = {k: v for k, v in old.options.items() if k not in ("traceback", "eta")}
             options["retries"] = 0
             new = dataclasses.replace(old, queue_name=row.queue_name, options=options)
             self.emit_before("enqueue", new, None)
-            letters[row.id] = _dead_letter(row)
+            letters[row.id] = row.to_dead_letter()
             messages[row.id] = new
             moves.append(
                 (
@@ -287,24 +286,3 @@ def _parse_ids(ids: Sequence[str] | None) -> list[int] | None:
     if ids is None:
         return None
     return [int(i) for i in ids if str(i).isdigit()]
-
-
-def _dead_letter(row: DeadRow) -> DeadLetter:
-    try:
-        message = Message.decode(row.body)
-        args: tuple[Any, ...] = message.args
-        kwargs: dict[str, Any] = message.kwargs
-        options: dict[str, Any] = message.options
-    except Exception:
-        args, kwargs, options = (), {}, {}
-    return DeadLetter(
-        id=str(row.id),
-        queue_name=row.queue_name,
-        message_id=row.message_id,
-        actor_name=row.actor_name,
-        args=args,
-        kwargs=kwargs,
-        options=options,
-        reason=row.reason,
-        failed_at=datetime.fromtimestamp(row.failed_at / 1000, tz=UTC),
-    )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+from dramatiq.errors import DecodeError
+from dramatiq.message import Message
+
+from kenning.queue.protocol import DeadLetter
 from kenning.queue.sqlite_db import SQLiteDatabase, chunks, marks
 from kenning.queue.sqlite_store import INSERT_MESSAGE, NewMessage, insert_params
 
@@ -22,6 +28,27 @@ class DeadRow:
     body: bytes
     reason: str | None
     failed_at: int
+
+    def to_dead_letter(self) -> DeadLetter:
+        """The protocol's view, with the message body decoded (empty if undecodable)."""
+        try:
+            message = Message.decode(self.body)
+            args: tuple[Any, ...] = message.args
+            kwargs: dict[str, Any] = message.kwargs
+            options: dict[str, Any] = message.options
+        except DecodeError:
+            args, kwargs, options = (), {}, {}
+        return DeadLetter(
+            id=str(self.id),
+            queue_name=self.queue_name,
+            message_id=self.message_id,
+            actor_name=self.actor_name,
+            args=args,
+            kwargs=kwargs,
+            options=options,
+            reason=self.reason,
+            failed_at=datetime.fromtimestamp(self.failed_at / 1000, tz=UTC),
+        )
 
 
 _COLUMNS = "id, queue_name, message_id, actor_name, body, reason, failed_at"

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from kenning.errors import NotFound
 from kenning.services.audit import record
@@ -120,7 +121,7 @@ class AssetService:
     def __init__(self, stores: Stores) -> None:
         self.stores = stores
 
-    def _owned(self, s: Any, who: Principal, asset_id: str) -> Asset:
+    def _owned(self, s: Session, who: Principal, asset_id: str) -> Asset:
         asset = s.get(Asset, asset_id)
         if asset is None or asset.tenant_id != who.tenant_id:
             raise NotFound(f"no asset {asset_id}")
@@ -220,7 +221,7 @@ class AssetService:
             before = {"sha256": a.sha256, "kind": a.kind, "bytes": a.bytes, "title": a.title}
             sha, tenant = a.sha256, a.tenant_id
             for table in (Embedding, Fingerprint, Segment, Feature, DerivedBlob):
-                s.execute(delete(table).where(table.asset_id == a.id))  # type: ignore[attr-defined]
+                s.execute(delete(table).where(table.asset_id == a.id))
             s.delete(a)
             record(s, tenant_id=tenant, actor=who.actor, action="asset.delete",
                    subject_type="asset", subject_id=asset_id, before=before)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, select
+from sqlalchemy import select
 
 from kenning.errors import BadInput, NotFound
 from kenning.inference.batcher import EmbeddingBatcher
@@ -199,7 +199,7 @@ class SearchService:
         return np.frombuffer(raw, dtype=np.float32)
 
     # --- filters and join --------------------------------------------------------------
-    def _filtered(self, who: Principal, query: Select[Any], f: SearchFilters) -> Select[Any]:
+    def _filtered(self, who: Principal, query: Any, f: SearchFilters) -> Any:
         query = query.where(Asset.tenant_id == who.tenant_id)
         if f.kind:
             query = query.where(Asset.kind.in_(f.kind))

@@ -51,7 +51,7 @@ def test_text_plan_order_and_dependencies() -> None:
     }
     stage = by_name(stages)
     assert stage["text.embed"].version == "1+use-multilingual-v3"
-    assert stage["text.chunk"].version == "1+500/50"
+    assert stage["text.chunk"].version == "2+500/50"
     assert {s.name: s.queue for s in stages}["text.embed"] == "embed"
     assert_topological(stages)
 

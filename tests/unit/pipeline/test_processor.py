@@ -77,7 +77,8 @@ def test_embeddings_come_back_as_float32_with_their_segment() -> None:
         assert after.vector.shape == before.vector.shape
         # float64 input is stored at float32 precision, exactly.
         np.testing.assert_array_equal(after.vector, before.vector.astype(np.float32))
-    np.testing.assert_array_equal(back.embeddings[1].vector, [0, 1 / 3, 2 / 3, 1])
+    np.testing.assert_array_equal(back.embeddings[1].vector,
+                                  np.array([0, 1 / 3, 2 / 3, 1], dtype=np.float32))
 
 
 def test_json_form_is_plain_json() -> None:

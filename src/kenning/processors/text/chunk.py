@@ -16,7 +16,9 @@ from kenning.pipeline.processor import (
     StageOutput,
 )
 
-_BOUNDARY = re.compile(r"\n\n|(?<=[.!?。！？])\s+|\n")
+# Sentence ends include the CJK full stop and full-width ! and ?.
+_BOUNDARY = re.compile(r"\n\n|(?<=[.!?\u3002\uff01\uff1f])\s+|\n")
+_SPACE = re.compile(r"\s+")
 
 
 def chunk_text(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
@@ -31,6 +33,9 @@ def chunk_text(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
             # Prefer the last boundary in the back half of the window.
             window = text[start + size // 2 : end]
             cuts = [m.end() for m in _BOUNDARY.finditer(window)]
+            if not cuts and not text[end].isspace():
+                # No sentence end nearby: cut after the last space, never inside a word.
+                cuts = [m.end() for m in _SPACE.finditer(window)]
             if cuts:
                 end = start + size // 2 + cuts[-1]
         spans.append((start, end))
@@ -54,7 +59,7 @@ class ChunkText(BaseProcessor):
     def __init__(self, size: int = 1000, overlap: int = 100) -> None:
         self.size = size
         self.overlap = overlap
-        self.version = f"1+{size}/{overlap}"
+        self.version = f"2+{size}/{overlap}"
 
     def process_one(self, item: StageInput) -> StageOutput:
         text: str = item.artifacts["text"]["text"]

