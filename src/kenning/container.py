@@ -122,6 +122,8 @@ class Kenning:
         if threads > 0 and self.settings.run_workers:
             self.reconciler.release_orphans()
             self.reconciler.sweep(everything=True)
+            # "process_boot" is what starts TimeLimit's watchdog (the dramatiq CLI emits it).
+            self.broker.emit_after("process_boot")
             self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=200)
             self._worker.start()
             self.reconciler.start(self.settings.reconcile_interval_s)

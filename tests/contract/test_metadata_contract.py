@@ -191,7 +191,8 @@ def test_keys_authenticate_and_are_stored_only_as_hashes(
     with tenants.db.session(write=False) as s:
         row = s.get(ApiKey, issued.key_id)
         assert row is not None
-        assert row.key_hash == hash_key(issued.key) == hashlib.sha256(issued.key.encode()).hexdigest()
+        assert row.key_hash == hash_key(issued.key)
+        assert row.key_hash == hashlib.sha256(issued.key.encode()).hexdigest()
         assert row.prefix == issued.key[:10]
         assert issued.key not in (row.key_hash, row.name, row.prefix)
         assert row.created_at.tzinfo is UTC and row.revoked_at is None
@@ -200,7 +201,9 @@ def test_keys_authenticate_and_are_stored_only_as_hashes(
 
 
 @pytest.mark.parametrize("presented", [None, "", "kn_not-a-real-key", "Bearer kn_x"])
-def test_bad_keys_are_refused(tenants: TenantService, tenant_id: str, presented: str | None) -> None:
+def test_bad_keys_are_refused(
+    tenants: TenantService, tenant_id: str, presented: str | None
+) -> None:
     tenants.create_key(tenant_id)
     with pytest.raises(Unauthorized) as err:
         tenants.authenticate(presented)
@@ -240,7 +243,9 @@ def test_bootstrap_writes_a_private_key_file_once(tenants: TenantService, tmp_pa
 
 
 # --- assets -------------------------------------------------------------------------------
-def test_same_bytes_twice_in_one_tenant_violate_uniqueness(db: Database, tenants: TenantService) -> None:
+def test_same_bytes_twice_in_one_tenant_violate_uniqueness(
+    db: Database, tenants: TenantService
+) -> None:
     first = tenants.create_tenant(f"a-{uuid.uuid4().hex}")
     second = tenants.create_tenant(f"b-{uuid.uuid4().hex}")
     sha = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
@@ -307,7 +312,8 @@ def test_create_job_queues_roots_and_records_dependencies(db: Database, tenant_i
     job_id, ready = start_job(db, asset_id)
     assert ready == ["text.normalize"]
     with db.session(write=False) as s:
-        runs = {r.processor: r for r in s.scalars(select(StageRun).where(StageRun.job_id == job_id))}
+        rows = s.scalars(select(StageRun).where(StageRun.job_id == job_id))
+        runs = {r.processor: r for r in rows}
         job = s.get(Job, job_id)
     assert job is not None and job.state == "queued" and job.tenant_id == tenant_id
     assert {n: r.state for n, r in runs.items()} == {
@@ -405,7 +411,8 @@ def test_failed_stage_skips_dependents_and_job_is_partial(db: Database, tenant_i
     job, asset = job_and_asset(db, job_id)
     assert (job.state, asset.status) == ("partial", "partial")
     with db.session(write=False) as s:
-        assert s.scalars(select(WebhookDelivery).where(WebhookDelivery.asset_id == asset_id)).all() == []
+        hooks = select(WebhookDelivery).where(WebhookDelivery.asset_id == asset_id)
+        assert s.scalars(hooks).all() == []
 
 
 def test_all_failed_job_is_failed_and_reported(db: Database, tenant_id: str) -> None:

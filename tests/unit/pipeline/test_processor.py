@@ -31,7 +31,9 @@ def full_output() -> StageOutput:
             SegmentOut("shot", 1, None, start_s=1.5, end_s=3.25),
         ],
         embeddings=[
-            EmbeddingOut("use-multilingual-v3", rng.standard_normal(512), SegmentRef("text.chunk", 0)),
+            EmbeddingOut(
+                "use-multilingual-v3", rng.standard_normal(512), SegmentRef("text.chunk", 0)
+            ),
             EmbeddingOut("use-multilingual-v3", np.arange(4, dtype=np.float32) / 3, None),
         ],
         fingerprints=[

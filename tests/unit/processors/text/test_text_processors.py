@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -71,7 +72,7 @@ def check_spans(text: str, spans: list[tuple[int, int]], size: int, overlap: int
         assert e - s <= size
         covered.update(range(s, e))
     assert {i for i, ch in enumerate(text) if not ch.isspace()} <= covered
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:], strict=False):
+    for (s1, e1), (s2, e2) in itertools.pairwise(spans):
         assert s1 < s2 and e1 < e2
         assert e1 - overlap <= s2 < e1, f"no overlap between {(s1, e1)} and {(s2, e2)}"
 
