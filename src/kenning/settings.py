@@ -51,7 +51,11 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="Emit one JSON object per log line.")
 
     # --- workers and queue -------------------------------------------------------------
-    workers: int = Field(2, description="Worker threads inside `kenning serve` (0 = none).")
+    workers: int = Field(
+        4,
+        description="Pipeline worker threads inside `kenning serve` (0 = none). Models run "
+        "on their own threads (model_threads); workers mostly wait on I/O and batches.",
+    )
     run_workers: bool = Field(True, description="Run pipeline workers inside `kenning serve`.")
     max_retries: int = Field(3, description="Retries per stage before it is dead-lettered.")
     retry_min_backoff_ms: int = Field(500, description="First retry delay (exponential, jitter).")

@@ -68,19 +68,24 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
         counts = ingest_items(client, items, parallel=4)
         dead = _wait_idle(client)
         key = resolve_key(settings)
-        sample = client.post("/v1/search", {"query": "Buschfeuer in Australien", "limit": 3})
+        sample = client.post("/v1/search", {"query": "Buschbrände bedrohen Häuser in der Nähe von Sydney", "limit": 3})
         console.print(f"\ningested: {counts}; dead letters per queue: {dead}")
-        console.print(f"\n[bold]Kenning is running at {url}[/bold]  (API docs: {url}/docs)")
-        console.print(f"API key: {key}  (saved in {settings.bootstrap_key_path})")
+        console.print(f"\n[bold]Kenning is running at {url}[/bold]  (API docs: {url}/docs)",
+                      soft_wrap=True)
+        console.print(f"API key: {key}  (saved in {settings.bootstrap_key_path})", soft_wrap=True)
         console.print("Sample query (German, finds English news semantically):")
         console.print(
             f"  curl -s {url}/v1/search -H 'Authorization: Bearer {key}' "
             "-H 'Content-Type: application/json' "
-            "-d '{\"query\": \"Buschfeuer in Australien\", \"mode\": \"hybrid\"}'"
+            "-d '{\"query\": \"Buschbrände bedrohen Häuser in der Nähe von Sydney\", \"mode\": \"hybrid\"}'",
+            soft_wrap=True,
         )
         for hit in sample["hits"]:
-            console.print(f"  {hit['score']:.4f}  {hit.get('title') or hit['asset_id']}")
-        console.print(f"  kenning search 'coffee' --data-dir {settings.data_dir}")
+            console.print(f"  {hit['score']:.4f}  {hit.get('title') or hit['asset_id']}",
+                          soft_wrap=True)
+        console.print("Words printed in an image (OCR) are searchable too:")
+        console.print(f"  .venv/bin/kenning search 'region segmentation markers' "
+                      f"--data-dir {settings.data_dir}", soft_wrap=True)
         if not keep_serving:
             return 0
         console.print("\nserving; press Ctrl-C to stop")

@@ -123,6 +123,8 @@ def write_rows(
             session.add(DerivedBlob(asset_id=asset.id, role=role, blob_key=key))
     if output.asset_metadata:
         asset.meta = {**(asset.meta or {}), **output.asset_metadata}
+    if output.title and not asset.title:
+        asset.title = output.title
     if output.language is not None or "language" in proc.produces:
         asset.language = output.language
     session.flush()

@@ -101,6 +101,8 @@ class StageOutput:
     asset_metadata: dict[str, Any] = field(default_factory=dict)
     """Merged into the asset's metadata (dimensions, EXIF...)."""
     language: str | None = None
+    title: str | None = None
+    """A title found in the content; used when the client gave none."""
     confidence: float | None = None
     model_version: str | None = None
 
@@ -145,6 +147,7 @@ class StageOutput:
             blobs={k: base64.b64decode(v) for k, v in data["blobs"].items()},
             asset_metadata=dict(data["asset_metadata"]),
             language=data["language"],
+            title=data.get("title"),
             confidence=data["confidence"],
             model_version=data["model_version"],
         )

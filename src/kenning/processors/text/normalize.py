@@ -40,7 +40,9 @@ class NormalizeText(BaseProcessor):
     def process_one(self, item: StageInput) -> StageOutput:
         raw = item.blob().decode("utf-8-sig", errors="replace")
         text = normalize_text(raw)
+        title = guess_title(text)
         return StageOutput(
-            artifacts={"text": {"text": text, "source": "body", "title": guess_title(text)}},
+            artifacts={"text": {"text": text, "source": "body", "title": title}},
             asset_metadata={"chars": len(text)},
+            title=title,
         )
