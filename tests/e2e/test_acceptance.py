@@ -164,3 +164,32 @@ def test_audit_trail_records_creates(api: Api, corpus: dict[str, str]) -> None:
     subjects = {e["subject_id"] for e in events}
     assert set(corpus.values()) <= subjects
     assert all(e["actor"].startswith("key:") for e in events)
+
+
+def test_identical_bytes_in_another_tenant_reuse_cached_outputs(
+    api: Api, corpus: dict[str, str]
+) -> None:
+    other = api.new_tenant("tenant-cache")
+    asset = _upload(api, "page-copy.png", media.image_bytes("page.png"), headers=other)
+    api.wait()
+    body = api.client.get(f"/v1/assets/{asset['asset_id']}", headers=other).json()
+    stages = {s["processor"]: s for s in body["job"]["stages"]}
+    assert body["status"] == "ready"
+    assert stages["image.ocr"]["cached"] is True and stages["image.pdq"]["cached"] is True
+    assert stages["text.keyword"]["cached"] is False  # cheap stages are not cached
+    # Cached outputs still land in the new tenant's own indexes.
+    hits = api.client.post("/v1/search", headers=other,
+                           json={"query": "region", "mode": "keyword"}).json()["hits"]
+    assert [h["asset_id"] for h in hits] == [asset["asset_id"]]
+
+
+def test_time_range_filter(api: Api, corpus: dict[str, str]) -> None:
+    created = api.client.get(f"/v1/assets/{corpus['lee-bg-0033']}",
+                             headers=api.headers).json()["created_at"]
+    query = {"query": "earthquake Western Australia", "mode": "keyword"}
+    before = api.client.post("/v1/search", headers=api.headers, json={
+        **query, "filters": {"created_before": created}}).json()["hits"]
+    after = api.client.post("/v1/search", headers=api.headers, json={
+        **query, "filters": {"created_after": created}}).json()["hits"]
+    assert corpus["lee-bg-0033"] not in {h["asset_id"] for h in before}
+    assert after[0]["asset_id"] == corpus["lee-bg-0033"]

@@ -157,6 +157,13 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
 
         tenant = assets[0].tenant_id
         assert SQLiteKeywordIndex(data_dir / "indexes" / "keyword.db").count(tenant) == chunks
+        # After the restart the in-memory indexes were rebuilt from the database.
+        first = files[0].read_text()
+        title = first.split("\n", 1)[0]
+        for mode in ("keyword", "semantic"):
+            hits = httpx.post(f"{url}/v1/search", headers=headers, timeout=60,
+                              json={"query": title, "mode": mode, "limit": 3}).json()["hits"]
+            assert any(h["title"] == title for h in hits), (mode, hits)
         status = httpx.get(f"{url}/v1/admin/queues", headers=headers).json()
         assert sum(q["ready"] + q["in_flight"] + q["delayed"] for q in status) == 0
         assert sum(q["dead"] for q in status) == 0

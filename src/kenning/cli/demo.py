@@ -15,6 +15,9 @@ from kenning.settings import Settings
 
 console = Console(stderr=True)
 
+# German on purpose: the corpus is English, the embedding space is shared.
+SAMPLE_QUERY = "Buschbrände bedrohen Häuser in der Nähe von Sydney"
+
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
@@ -68,7 +71,7 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
         counts = ingest_items(client, items, parallel=4)
         dead = _wait_idle(client)
         key = resolve_key(settings)
-        sample = client.post("/v1/search", {"query": "Buschbrände bedrohen Häuser in der Nähe von Sydney", "limit": 3})
+        sample = client.post("/v1/search", {"query": SAMPLE_QUERY, "limit": 3})
         console.print(f"\ningested: {counts}; dead letters per queue: {dead}")
         console.print(f"\n[bold]Kenning is running at {url}[/bold]  (API docs: {url}/docs)",
                       soft_wrap=True)
@@ -77,7 +80,7 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
         console.print(
             f"  curl -s {url}/v1/search -H 'Authorization: Bearer {key}' "
             "-H 'Content-Type: application/json' "
-            "-d '{\"query\": \"Buschbrände bedrohen Häuser in der Nähe von Sydney\", \"mode\": \"hybrid\"}'",
+            f"-d '{{\"query\": \"{SAMPLE_QUERY}\", \"mode\": \"hybrid\"}}'",
             soft_wrap=True,
         )
         for hit in sample["hits"]:

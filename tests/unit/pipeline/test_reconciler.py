@@ -1,0 +1,84 @@
+"""The reconciler re-sends lost messages and takes back stages of dead or late workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from kenning.container import Kenning
+from kenning.ingest.service import IngestRequest
+from kenning.services.tenants import Principal
+from kenning.settings import Settings
+from kenning.stores.metadata.tables import StageRun, utcnow
+
+
+@pytest.fixture()
+def idle(tmp_path: Path) -> Iterator[tuple[Kenning, Principal]]:
+    """A Kenning with no workers: messages stay on the broker until we look."""
+    kenning = Kenning(Settings(data_dir=tmp_path, workers=0, log_json=False))
+    tenant = kenning.tenants.create_tenant("t")
+    who = Principal(tenant, kenning.tenants.create_key(tenant).key_id)
+    yield kenning, who
+    kenning.close()
+
+
+def _ready(kenning: Kenning, queue: str) -> int:
+    return kenning.queue_admin.queue_depths()[queue].ready
+
+
+def _normalize_run(kenning: Kenning) -> StageRun:
+    with kenning.stores.db.session(write=False) as s:
+        run = s.scalar(select(StageRun).where(StageRun.processor == "text.normalize"))
+        assert run is not None
+        return run
+
+
+def test_lost_message_is_sent_again(idle: tuple[Kenning, Principal]) -> None:
+    kenning, who = idle
+    kenning.ingest.ingest_text(who, "Ferries stopped running in the storm.", IngestRequest())
+    assert _ready(kenning, "text") == 1
+    kenning.broker.flush("text")  # the message is lost; the database still says "queued"
+    assert kenning.reconciler.sweep() == 0  # not stale yet: it may still be in flight
+    with kenning.stores.db.session() as s:
+        s.execute(update(StageRun).values(enqueued_at=utcnow() - timedelta(hours=1)))
+    assert kenning.reconciler.sweep() == 1
+    assert _ready(kenning, "text") == 1
+    assert kenning.reconciler.sweep() == 0  # enqueued_at was refreshed
+
+
+def test_expired_lease_is_taken_over_once(idle: tuple[Kenning, Principal]) -> None:
+    kenning, who = idle
+    kenning.ingest.ingest_text(who, "A late worker holds this stage.", IngestRequest())
+    kenning.broker.flush("text")
+    run = _normalize_run(kenning)
+    with kenning.stores.db.session() as s:
+        s.execute(update(StageRun).where(StageRun.id == run.id).values(
+            state="running", attempts=1, worker="elsewhere:1",
+            lease_until=utcnow() - timedelta(seconds=1)))
+    assert kenning.reconciler.sweep() == 1
+    assert kenning.runner.run(run.id) == "succeeded"
+    assert kenning.runner.run(run.id) == "not-claimed"  # the re-sent duplicate is a no-op
+    assert _normalize_run(kenning).attempts == 2
+
+
+def test_stages_of_a_dead_process_are_released(idle: tuple[Kenning, Principal]) -> None:
+    kenning, who = idle
+    kenning.ingest.ingest_text(who, "The worker died holding this stage.", IngestRequest())
+    run = _normalize_run(kenning)
+    import socket
+
+    with kenning.stores.db.session() as s:
+        s.execute(update(StageRun).where(StageRun.id == run.id).values(
+            state="running", worker=f"{socket.gethostname()}:999999",
+            lease_until=utcnow() + timedelta(hours=1)))
+    assert kenning.reconciler.release_orphans() == 1
+    assert _normalize_run(kenning).state == "queued"
+    with kenning.stores.db.session() as s:
+        s.execute(update(StageRun).where(StageRun.id == run.id).values(
+            state="running", worker="another-host:1",
+            lease_until=utcnow() + timedelta(hours=1)))
+    assert kenning.reconciler.release_orphans() == 0  # not ours to judge: wait for its lease
