@@ -39,13 +39,30 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
+    def _unreachable(self) -> ApiError:
+        return ApiError(0, "unreachable",
+                        f"no Kenning server at {self.base} (start `kenning serve`)")
+
+    def readiness(self) -> dict[str, Any]:
+        """The body of GET /readyz, whether the server is ready (200) or not (503)."""
+        try:
+            response = self.http.get("/readyz")
+        except httpx.ConnectError as exc:
+            raise self._unreachable() from exc
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            raise ApiError(response.status_code, "http_error",
+                           f"{self.base}/readyz did not answer JSON; is this a Kenning server?"
+                           ) from None
+        return body
+
     def _call(self, method: str, path: str, *, retries: int = 20, **kw: Any) -> Any:
         for _ in range(retries):
             try:
                 response = self.http.request(method, path, **kw)
             except httpx.ConnectError as exc:
-                raise ApiError(0, "unreachable",
-                               f"no Kenning server at {self.base} (start `kenning serve`)") from exc
+                raise self._unreachable() from exc
             if response.status_code == 429:
                 time.sleep(float(response.headers.get("retry-after", "1")))
                 continue

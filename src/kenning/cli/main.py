@@ -9,7 +9,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -47,7 +47,7 @@ def _client(data_dir: Path | None, api_url: str | None) -> Client:
     return Client(_settings(data_dir, api_url))
 
 
-def _fail(exc: ApiError) -> None:
+def _fail(exc: ApiError) -> NoReturn:
     console.print(f"[red]error[/red] {exc.code}: {exc.message}")
     raise typer.Exit(2)
 
@@ -139,6 +139,15 @@ def ingest(
     parallel: Annotated[int, typer.Option(help="Concurrent uploads.")] = 4,
 ) -> None:
     """Send files, folders and URLs to the server, with a progress bar."""
+    if metadata is not None:
+        # Checked once here: a bad value would otherwise fail every item (or, for URL
+        # items, crash the upload threads with a traceback).
+        try:
+            parsed = json.loads(metadata)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--metadata")
     client = _client(data_dir, api_url)
     try:
         counts = ingest_items(client, _walk(targets), metadata=metadata, parallel=parallel)
@@ -199,13 +208,10 @@ def status(data_dir: DataDir = None, api_url: ApiUrl = None) -> None:
     """Server readiness and queue depths."""
     client = _client(data_dir, api_url)
     try:
-        ready = client.http.get("/readyz").json()
+        ready = client.readiness()
         queues = client.get("/v1/admin/queues")
     except ApiError as exc:
         _fail(exc)
-    except Exception as exc:
-        console.print(f"[red]error[/red] server unreachable: {exc}")
-        raise typer.Exit(2) from exc
     _print({"ready": ready, "queues": queues})
 
 

@@ -155,6 +155,27 @@ def test_a_missing_path_is_skipped_with_a_message(
     assert f"skipped {tmp_path / 'nope'}: no such file or folder" in flat(result.stderr)
 
 
+def test_a_url_the_server_refuses_is_rejected(live_server: LiveServer) -> None:
+    # The server guards against SSRF (allow_private_urls is off): loopback is refused.
+    result = kenning("ingest", "http://127.0.0.1:9/feed.txt", *remote(live_server))
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout) == {"new": 0, "duplicate": 0, "rejected": 1}
+    assert "http://127.0.0.1:9/feed.txt: url_not_allowed" in flat(result.stderr)
+
+
+@pytest.mark.parametrize("metadata", ["{not json", "[1, 2]"])
+def test_bad_metadata_is_a_usage_error(
+    live_server: LiveServer, inbox: Inbox, metadata: str
+) -> None:
+    before = len(asset_ids(live_server))
+    result = kenning("ingest", "http://127.0.0.1:9/feed.txt", str(inbox.root),
+                     "--metadata", metadata, *remote(live_server))
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "--metadata" in result.stderr and "must be a JSON object" in flat(result.stderr)
+    assert len(asset_ids(live_server)) == before
+
+
 def test_ingest_against_a_dead_server_exits_2(inbox: Inbox, unused_port: int) -> None:
     url = f"http://127.0.0.1:{unused_port}"
     result = kenning("ingest", str(inbox.root), "--api-url", url,
@@ -260,10 +281,11 @@ def test_status_reports_readiness_and_queues(
 
 
 def test_status_of_a_dead_server_exits_2(tmp_path: Path, unused_port: int) -> None:
-    result = kenning("status", "--data-dir", str(tmp_path),
-                     "--api-url", f"http://127.0.0.1:{unused_port}")
+    url = f"http://127.0.0.1:{unused_port}"
+    result = kenning("status", "--data-dir", str(tmp_path), "--api-url", url)
     assert result.exit_code == 2
-    assert "error unreachable" in flat(result.stderr)
+    assert result.stdout == ""
+    assert f"error unreachable: no Kenning server at {url}" in flat(result.stderr)
 
 
 def test_dlq_list_and_redrive_when_nothing_failed(
@@ -338,3 +360,45 @@ def test_settings_lists_every_field_with_its_variable() -> None:
     assert variables["KENNING_WORKERS"] == "3"
     assert variables["KENNING_LOG_JSON"] == "False"
     assert variables["KENNING_PORT"] == "8000"
+
+
+# --------------------------------------------------------------------------- serve, demo
+
+
+def test_serve_builds_the_app_from_its_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``serve`` wiring only (uvicorn.run recorded, not run); a real server runs in
+    tests/e2e/test_crash_recovery.py."""
+    import uvicorn
+
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: calls.append((application, kw)))
+    monkeypatch.setattr("kenning.observability.logging.configure_logging", lambda *a, **k: None)
+    result = kenning("serve", "--data-dir", str(tmp_path), "--host", "127.0.0.2",
+                     "--port", "8123", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    [(application, kw)] = calls
+    assert kw == {"host": "127.0.0.2", "port": 8123, "log_config": None, "access_log": False}
+    served = application.state.kenning
+    try:
+        assert (served.settings.data_dir, served.settings.workers) == (tmp_path, 1)
+    finally:
+        served.close()
+    assert "Kenning on http://127.0.0.2:8123" in flat(result.stderr)
+
+
+def test_demo_passes_its_options_and_exit_code(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``demo`` wiring only; the demo itself downloads a corpus and serves for minutes."""
+    seen: list[tuple[Path, int, bool]] = []
+
+    def fake_run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
+        seen.append((settings.data_dir, articles, keep_serving))
+        return 3
+
+    monkeypatch.setattr("kenning.cli.demo.run_demo", fake_run_demo)
+    result = kenning("demo", "--data-dir", str(tmp_path), "--articles", "7", "--no-serve")
+    assert result.exit_code == 3
+    assert seen == [(tmp_path, 7, False)]

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
 import threading
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
+from tests.fixtures import media
 
 from kenning.errors import KenningError, MissingExtra
 from kenning.inference.ocr import (
@@ -26,37 +23,11 @@ from kenning.inference.ocr import (
 )
 from kenning.settings import Settings
 
-CACHE = Path(os.environ.get("KENNING_TEST_DATA", Path.home() / ".cache" / "kenning-test-data"))
-
 
 @pytest.fixture(scope="module")
 def page() -> Image.Image:
     """skimage's page.png: a real scanned book page (same cache as the image tests)."""
-    path = CACHE / "skimage-0.26.0" / "skimage" / "data" / "page.png"
-    if not path.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        wheels = sorted(CACHE.glob("scikit_image-0.26.0-*.whl"))
-        if not wheels:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--only-binary=:all:",
-                    "scikit-image==0.26.0",
-                    "-d",
-                    str(CACHE),
-                ],
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
-            wheels = sorted(CACHE.glob("scikit_image-0.26.0-*.whl"))
-        with zipfile.ZipFile(wheels[0]) as zf:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(zf.read("skimage/data/page.png"))
+    path = media.image_path("page.png")
     im = Image.open(path)
     im.load()
     return im

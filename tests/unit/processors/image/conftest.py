@@ -1,66 +1,27 @@
 """Real photos for image-processor tests: scikit-image's sample images.
 
-The scikit-image wheel is fetched once with ``pip download --no-deps`` into
-``~/.cache/kenning-test-data`` (override with ``$KENNING_TEST_DATA``) and only its
-``skimage/data/*`` members are unpacked; later runs reuse the cache.
+They come from the scikit-image wheel through :mod:`tests.fixtures.media`, which
+downloads it once into the shared cache.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
+from tests.fixtures import media
 
 from kenning.inference.ocr import RapidOcrBackend
 from kenning.pipeline.processor import MediaKind, StageInput
 
-SKIMAGE = "scikit-image==0.26.0"
-CACHE = Path(os.environ.get("KENNING_TEST_DATA", Path.home() / ".cache" / "kenning-test-data"))
-NEEDED = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png", "page.png", "text.png")
-
 
 def skimage_data_dir() -> Path:
-    """Folder holding ``skimage/data/*`` from the pinned wheel, downloading it if needed."""
-    target = CACHE / "skimage-0.26.0"
-    data = target / "skimage" / "data"
-    if all((data / name).is_file() for name in NEEDED):
-        return data
-    CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(CACHE.glob("scikit_image-0.26.0-*.whl"))
-    if not wheels:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                SKIMAGE,
-                "-d",
-                str(CACHE),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        wheels = sorted(CACHE.glob("scikit_image-0.26.0-*.whl"))
-    tmp = tempfile.mkdtemp(dir=CACHE)
-    with zipfile.ZipFile(wheels[0]) as zf:
-        zf.extractall(tmp, [n for n in zf.namelist() if n.startswith("skimage/data/")])
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)  # a half-unpacked folder is never seen under its final name
-    return data
+    """Folder holding scikit-image's sample images (fetched once by the shared fixtures)."""
+    return media.image_path("astronaut.png").parent
 
 
 @pytest.fixture(scope="session")
