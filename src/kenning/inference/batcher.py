@@ -48,6 +48,9 @@ class EmbeddingBatcher:
         self._carry: _Request | None = None
         self._thread = threading.Thread(target=self._loop, name="embed-batcher", daemon=True)
         self._stopped = threading.Event()
+        # Held while enqueueing and while closing: no request can slip in behind the
+        # stop sentinel, so every accepted request is answered.
+        self._gate = threading.Lock()
         self._thread.start()
 
     @property
@@ -58,10 +61,11 @@ class EmbeddingBatcher:
         """Embed texts (blocking); may share a model call with other threads."""
         if not texts:
             return np.zeros((0, self.backend.dim), dtype=np.float32)
-        if self._stopped.is_set():
-            raise RuntimeError("embedding batcher is closed")
         request = _Request(list(texts), Future())
-        self._queue.put(request)
+        with self._gate:
+            if self._stopped.is_set():
+                raise RuntimeError("embedding batcher is closed")
+            self._queue.put(request)
         try:
             return request.future.result(timeout=timeout)
         except TimeoutError:
@@ -69,9 +73,12 @@ class EmbeddingBatcher:
             raise
 
     def close(self) -> None:
-        self._stopped.set()
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        with self._gate:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
+            self._queue.put(None)
+        self._thread.join(timeout=30)
 
     def _next_batch(self) -> list[_Request] | None:
         first = self._carry or self._queue.get()
@@ -113,6 +120,10 @@ class EmbeddingBatcher:
             started = time.perf_counter()
             try:
                 vectors = self.backend.embed(texts)
+                if len(vectors) != len(texts):
+                    raise RuntimeError(
+                        f"{self.model_id} returned {len(vectors)} rows for {len(texts)} texts"
+                    )
             except BaseException as exc:  # hand the failure to every caller
                 for r in live:
                     r.future.set_exception(exc)

@@ -174,3 +174,36 @@ def test_empty_input_and_closed_batcher() -> None:
     assert backend.calls == []
     with pytest.raises(RuntimeError, match="closed"):
         batcher.embed(["too late"])
+
+
+def test_a_backend_returning_the_wrong_row_count_fails_loudly() -> None:
+    class ShortBackend(CountingBackend):
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            return super().embed(texts)[:-1]
+
+    batcher = EmbeddingBatcher(ShortBackend())
+    try:
+        with pytest.raises(RuntimeError, match="returned 1 rows for 2 texts"):
+            batcher.embed(["one", "two"], timeout=5)
+    finally:
+        batcher.close()
+
+
+def test_close_answers_every_accepted_request() -> None:
+    backend = CountingBackend()
+    backend.gate.clear()  # hold the model so requests pile up
+    batcher = EmbeddingBatcher(backend, max_items=1)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(batcher.embed, [f"text {i}"], 10) for i in range(4)]
+        assert backend.entered.wait(5)
+        for _ in range(500):  # the other three are queued behind the running one
+            if batcher._queue.qsize() == 3:
+                break
+            threading.Event().wait(0.01)
+        closer = threading.Thread(target=batcher.close)
+        closer.start()
+        backend.gate.set()
+        closer.join(10)
+        rows = [f.result(timeout=10) for f in futures]
+    assert [r.shape for r in rows] == [(1, 8)] * 4
+    assert sum(len(c) for c in backend.calls) == 4
