@@ -14,7 +14,7 @@ run is then checked: every asset ``ready``, one vector per chunk.
 
 The sides run interleaved ``--rounds`` times; the table shows medians. Run::
 
-    .venv/bin/python bench/bench_ingest.py [--articles 300] [--rounds 3] [--workers 2]
+    .venv/bin/python bench/bench_ingest.py [--articles 300] [--rounds 3] [--workers 2 4]
         [--no-http]
 """
 
@@ -198,7 +198,8 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=300, help="ABC news articles (<= 300)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per side")
     parser.add_argument(
-        "--workers", type=int, nargs="+", default=[2], help="worker thread counts to try"
+        "--workers", type=int, nargs="+", default=None,
+        help="worker thread counts to try (default: the workers setting)",
     )
     parser.add_argument("--no-http", dest="http", action="store_false",
                         help="skip the FastAPI TestClient side")
@@ -209,6 +210,7 @@ def main() -> None:
     requested = news_articles(args.articles)
     texts = distinct(requested)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    workers = args.workers or [settings.workers]
     chunks = [c for article in texts for c in pipeline_chunks(article.text, settings)]
 
     backend = UseMultilingualBackend(threads=settings.model_threads)
@@ -217,7 +219,7 @@ def main() -> None:
     sides: list[tuple[str, Callable[[], Run]]] = [
         ("raw model", lambda: run_raw(backend, chunks, len(texts), settings)),
     ]
-    for w in args.workers:
+    for w in workers:
         sides.append((f"e2e in-process w={w}",
                       lambda w=w: run_inprocess(texts, len(chunks), w)))  # type: ignore[misc]
         if args.http:

