@@ -21,10 +21,12 @@ The sides run interleaved ``--rounds`` times; the table shows medians. Run::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +133,7 @@ def verify(kenning: Kenning, tenant_id: str, articles: int, chunks: int) -> None
 
 
 def settings_for(tmp: str, workers: int) -> Settings:
-    return Settings(data_dir=Path(tmp), workers=workers, log_json=False, _env_file=None)  # type: ignore[call-arg]
+    return Settings(data_dir=Path(tmp), workers=workers, log_json=False, _env_file=None)
 
 
 def run_inprocess(texts: list[NewsArticle], chunks: int, workers: int) -> Run:
@@ -157,7 +159,9 @@ def run_inprocess(texts: list[NewsArticle], chunks: int, workers: int) -> Run:
 
 
 def run_http(texts: list[NewsArticle], chunks: int, workers: int) -> Run:
-    from fastapi.testclient import TestClient
+    with warnings.catch_warnings():  # starlette's note about its httpx dependency
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fastapi.testclient import TestClient
 
     from kenning.api.app import create_app
 
@@ -209,7 +213,7 @@ def main() -> None:
 
     requested = news_articles(args.articles)
     texts = distinct(requested)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     workers = args.workers or [settings.workers]
     chunks = [c for article in texts for c in pipeline_chunks(article.text, settings)]
 
@@ -246,6 +250,9 @@ def main() -> None:
         secs = statistics.median(r.seconds for r in runs[name])
         print(f"{name:<24} {rate:>10.2f} {crate:>9.2f} {secs:>8.2f} {rate / raw:>6.2f}")
     print(f"\nratio = e2e / raw model articles/s (target >= {TARGET_RATIO})")
+    if importlib.util.find_spec("threadpoolctl") is None:
+        print("note: threadpoolctl is not installed, so model_threads is not applied: the "
+              "model's numpy calls use OpenBLAS's default thread count on both sides")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ will be on the broker) -> ``running`` (leased) -> ``succeeded`` | ``failed`` |
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -58,9 +58,20 @@ def skip_stages(s: Session, job_id: str, names: Iterable[str]) -> None:
         )
 
 
-def release_ready(s: Session, job_id: str) -> list[StageRun]:
-    """Pending stages whose upstream all succeeded become queued; returns them."""
-    runs = list(s.scalars(select(StageRun).where(StageRun.job_id == job_id)))
+def job_runs(s: Session, job_id: str) -> list[StageRun]:
+    """Every stage run of a job, as this transaction sees them."""
+    return list(s.scalars(select(StageRun).where(StageRun.job_id == job_id)))
+
+
+def release_ready(
+    s: Session, job_id: str, runs: Sequence[StageRun] | None = None
+) -> list[StageRun]:
+    """Pending stages whose upstream all succeeded become queued; returns them.
+
+    ``runs``: the job's runs loaded in this transaction after its last state change
+    (:func:`job_runs`), to save a query; loaded here when not given.
+    """
+    runs = job_runs(s, job_id) if runs is None else runs
     done = {r.processor for r in runs if r.state == "succeeded"}
     ready = []
     for run in runs:
@@ -72,27 +83,33 @@ def release_ready(s: Session, job_id: str) -> list[StageRun]:
     return ready
 
 
-def finalize_if_done(s: Session, job_id: str) -> list[str]:
+def finalize_if_done(
+    s: Session, job_id: str, runs: Sequence[StageRun] | None = None
+) -> list[str]:
     """Close the job and set the asset status when every stage is terminal.
 
-    Returns ids of webhook deliveries created (the caller enqueues them after commit).
+    ``runs`` as for :func:`release_ready` (pass the same list after it). Returns ids
+    of webhook deliveries created (the caller enqueues them after commit).
     """
     job = s.get(Job, job_id)
     if job is None:
         return []
+    runs = job_runs(s, job_id) if runs is None else runs
+    if not all(run.state in TERMINAL for run in runs):
+        if job.state == "queued":
+            asset = s.get(Asset, job.asset_id)
+            if asset is None:
+                return []
+            job.state = "running"
+            asset.status = "processing"
+        return []  # the asset is only read when its status changes
+    if job.state in TERMINAL | {"partial"}:
+        return []  # already finalised by an earlier completion
     asset = s.get(Asset, job.asset_id)
     if asset is None:
         return []
-    states = list(s.scalars(select(StageRun.state).where(StageRun.job_id == job_id)))
-    if not all(state in TERMINAL for state in states):
-        if job.state == "queued":
-            job.state = "running"
-            asset.status = "processing"
-        return []
-    if job.state in TERMINAL | {"partial"}:
-        return []  # already finalised by an earlier completion
-    ok = states.count("succeeded")
-    job.state = "succeeded" if ok == len(states) else ("partial" if ok else "failed")
+    ok = sum(run.state == "succeeded" for run in runs)
+    job.state = "succeeded" if ok == len(runs) else ("partial" if ok else "failed")
     job.finished_at = utcnow()
     asset.status = {"succeeded": "ready", "partial": "partial", "failed": "failed"}[job.state]
     if not asset.callback_url:
@@ -105,8 +122,7 @@ def finalize_if_done(s: Session, job_id: str) -> list[str]:
         payload={
             "event": f"asset.{asset.status}", "asset_id": asset.id, "job_id": job.id,
             "status": asset.status, "kind": asset.kind, "external_id": asset.external_id,
-            "stages": {r.processor: r.state for r in
-                       s.scalars(select(StageRun).where(StageRun.job_id == job_id))},
+            "stages": {run.processor: run.state for run in runs},
         },
     )
     s.add(delivery)

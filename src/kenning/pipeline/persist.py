@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from kenning.pipeline.processor import Processor, StageOutput
@@ -47,29 +47,35 @@ def write_rows(
 ) -> IndexWork:
     """Replace this stage's rows for the asset with ``output``; return the index work."""
     work = IndexWork(asset.tenant_id, asset.id)
-    owned = (Segment.asset_id == asset.id, Segment.producer == proc.name)
-    work.removed_segments = list(session.scalars(select(Segment.id).where(*owned)))
+    # DELETE ... RETURNING: what this stage wrote before goes, and its ids come back for
+    # the index clean-up, in one statement per table. Embeddings go first, also other
+    # stages' embeddings of this stage's segments: the foreign key would cascade those
+    # away in the database, but the vector index would keep them.
+    own_segments = select(Segment.id).where(
+        Segment.asset_id == asset.id, Segment.producer == proc.name
+    )
     for emb_id, space, seg in session.execute(
-        select(Embedding.id, Embedding.space, Embedding.segment_id).where(
-            Embedding.asset_id == asset.id, Embedding.producer == proc.name
+        delete(Embedding)
+        .where(
+            Embedding.asset_id == asset.id,
+            or_(Embedding.producer == proc.name, Embedding.segment_id.in_(own_segments)),
         )
+        .returning(Embedding.id, Embedding.space, Embedding.segment_id)
     ):
         work.removed_embeddings.append((emb_id, space, seg is None))
     for fp_id, algorithm in session.execute(
-        select(Fingerprint.id, Fingerprint.algorithm).where(
-            Fingerprint.asset_id == asset.id, Fingerprint.producer == proc.name
-        )
+        delete(Fingerprint)
+        .where(Fingerprint.asset_id == asset.id, Fingerprint.producer == proc.name)
+        .returning(Fingerprint.id, Fingerprint.algorithm)
     ):
         work.removed_fingerprints.append((fp_id, algorithm))
-    session.execute(
-        delete(Embedding).where(Embedding.asset_id == asset.id, Embedding.producer == proc.name)
-    )
-    session.execute(
-        delete(Fingerprint).where(
-            Fingerprint.asset_id == asset.id, Fingerprint.producer == proc.name
+    work.removed_segments = list(
+        session.scalars(
+            delete(Segment)
+            .where(Segment.asset_id == asset.id, Segment.producer == proc.name)
+            .returning(Segment.id)
         )
     )
-    session.execute(delete(Segment).where(*owned))
     session.execute(
         delete(Feature).where(Feature.asset_id == asset.id, Feature.name.in_(proc.produces))
     )
@@ -81,13 +87,17 @@ def write_rows(
                 seq=out.seq, start_s=out.start_s, end_s=out.end_s, text=out.text, data=out.data,
             )
         )
-    session.flush()
-    seg_ids = {
-        (producer, seq): sid
-        for sid, producer, seq in session.execute(
-            select(Segment.id, Segment.producer, Segment.seq).where(Segment.asset_id == asset.id)
-        )
-    }
+    seg_ids: dict[tuple[str, int], int] = {}
+    if output.keyword_docs or any(emb.segment for emb in output.embeddings):
+        session.flush()
+        seg_ids = {
+            (producer, seq): sid
+            for sid, producer, seq in session.execute(
+                select(Segment.id, Segment.producer, Segment.seq).where(
+                    Segment.asset_id == asset.id
+                )
+            )
+        }
 
     embedding_rows = []
     for emb in output.embeddings:

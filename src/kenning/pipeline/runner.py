@@ -75,13 +75,21 @@ class StageRunner:
             proc = self.registry.get(run.processor)
             started = time.perf_counter()
             try:
-                blocked = self._blocked_by(run)
-                if blocked is not None:
+                # One read snapshot for the upstream check, the inputs and the cache.
+                with self.stores.db.session(write=False) as s:
+                    blocked = self._blocked_by(s, run)
+                    loaded = None if blocked is not None else self._load_input(s, run, proc)
+                if loaded is None:
                     self._finish(run, attempt, "skipped" if blocked else "pending", started)
                     return "skipped" if blocked else "pending"
-                item, inputs_digest = self._load_input(run)
-                output, cached = self._process(proc, item, inputs_digest)
+                item, version, hit = loaded
+                cached = hit is not None
+                if hit is not None:
+                    STAGE_CACHE_HITS.labels(proc.name).inc()
+                output = hit if hit is not None else proc.process([item])[0]
                 with self.stores.db.session() as s:
+                    if proc.cacheable and not cached:
+                        _insert_ignore(s, item.sha256, proc.name, version, output.to_json())
                     asset = s.get(Asset, run.asset_id)
                     if asset is None:
                         return "gone"
@@ -112,7 +120,7 @@ class StageRunner:
             if run is None:
                 return None
             lease = timedelta(seconds=self.time_limit_s(run.processor) + 30)
-            result = s.execute(
+            attempts = s.execute(
                 update(StageRun)
                 .where(
                     StageRun.id == stage_run_id,
@@ -125,44 +133,44 @@ class StageRunner:
                     state="running", attempts=StageRun.attempts + 1, lease_until=now + lease,
                     started_at=now, worker=WORKER_ID,
                 )
+                .returning(StageRun.attempts)
                 .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            ).scalar_one_or_none()
+            if attempts is None:
                 return None
-            s.refresh(run)
-            return run, run.attempts
+            return run, attempts
 
-    def _blocked_by(self, run: StageRun) -> bool | None:
+    def _blocked_by(self, s: Session, run: StageRun) -> bool | None:
         """None if every upstream stage succeeded; True if one can never succeed."""
         deps = list(run.depends_on.get("stages", []))
         if not deps:
             return None
-        with self.stores.db.session(write=False) as s:
-            states = set(
-                s.scalars(
-                    select(StageRun.state).where(
-                        StageRun.job_id == run.job_id, StageRun.processor.in_(deps)
-                    )
+        states = set(
+            s.scalars(
+                select(StageRun.state).where(
+                    StageRun.job_id == run.job_id, StageRun.processor.in_(deps)
                 )
             )
+        )
         if states <= {"succeeded"}:
             return None
         return bool(states & {"failed", "skipped"})
 
-    def _load_input(self, run: StageRun) -> tuple[StageInput, str]:
-        proc = self.registry.get(run.processor)
-        with self.stores.db.session(write=False) as s:
-            asset = s.get(Asset, run.asset_id)
-            if asset is None:
-                raise LookupError(f"asset {run.asset_id} is gone")
-            features = {
-                f.name: f.output
-                for f in s.scalars(
-                    select(Feature).where(
-                        Feature.asset_id == asset.id, Feature.name.in_(proc.requires)
-                    )
+    def _load_input(
+        self, s: Session, run: StageRun, proc: Processor
+    ) -> tuple[StageInput, str, StageOutput | None]:
+        """The stage's input, its cache version and the cached output (if any)."""
+        asset = s.get(Asset, run.asset_id)
+        if asset is None:
+            raise LookupError(f"asset {run.asset_id} is gone")
+        features = {
+            f.name: f.output
+            for f in s.scalars(
+                select(Feature).where(
+                    Feature.asset_id == asset.id, Feature.name.in_(proc.requires)
                 )
-            }
+            )
+        }
         sha = asset.sha256
         item = StageInput(
             asset_id=asset.id, tenant_id=asset.tenant_id, kind=MediaKind(asset.kind),
@@ -173,23 +181,9 @@ class StageRunner:
         digest = hashlib.sha256(
             json.dumps(features, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
-        return item, digest
-
-    def _process(
-        self, proc: Processor, item: StageInput, inputs_digest: str
-    ) -> tuple[StageOutput, bool]:
-        version = f"{proc.version}#{inputs_digest}"
-        if proc.cacheable:
-            with self.stores.db.session(write=False) as s:
-                hit = s.get(FeatureCache, (item.sha256, proc.name, version))
-            if hit is not None:
-                STAGE_CACHE_HITS.labels(proc.name).inc()
-                return StageOutput.from_json(hit.output), True
-        output = proc.process([item])[0]
-        if proc.cacheable:
-            with self.stores.db.session() as s:
-                _insert_ignore(s, item.sha256, proc.name, version, output.to_json())
-        return output, False
+        version = f"{proc.version}#{digest}"
+        hit = s.get(FeatureCache, (sha, proc.name, version)) if proc.cacheable else None
+        return item, version, None if hit is None else StageOutput.from_json(hit.output)
 
     # --- completion ------------------------------------------------------------------
     def _finish(
@@ -232,8 +226,9 @@ class StageRunner:
             if state in ("failed", "skipped"):
                 plan = self.registry.plan(MediaKind(s.get(Asset, run.asset_id).kind))  # type: ignore[union-attr]
                 jobs.skip_stages(s, run.job_id, dependents(plan, run.processor))
-            ready = jobs.release_ready(s, run.job_id)
-            deliveries = jobs.finalize_if_done(s, run.job_id)
+            runs = jobs.job_runs(s, run.job_id)
+            ready = jobs.release_ready(s, run.job_id, runs)
+            deliveries = jobs.finalize_if_done(s, run.job_id, runs)
         if ready:
             self._enqueue(ready)
         if deliveries:
