@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from tests.fixtures import media
 
+from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, Segment, StageRun
 
@@ -38,19 +39,6 @@ def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
          "--port", str(port), "--workers", "2"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server not ready")
 
 
 def _files(tmp: Path) -> list[Path]:
@@ -83,7 +71,7 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
     url = f"http://127.0.0.1:{port}"
     server = _serve(data_dir, port)
     try:
-        _wait_ready(url, server)
+        wait_ready(url, alive=lambda: server.poll() is None)
         key = (data_dir / "bootstrap_api_key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
         accepted: dict[Path, str] = {}
@@ -118,7 +106,7 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
         assert unfinished and unfinished > 0, "the kill must land mid-processing"
 
         server = _serve(data_dir, port)
-        _wait_ready(url, server)
+        wait_ready(url, alive=lambda: server.poll() is None)
         # The client re-sends everything: what was accepted comes back as a duplicate.
         for path in files:
             r = httpx.post(f"{url}/v1/assets", headers=headers, timeout=60,

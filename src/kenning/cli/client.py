@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mimetypes
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,21 @@ class Client:
         data = {"threshold": str(threshold)} if threshold is not None else {}
         with path.open("rb") as fh:
             return self._call("POST", "/v1/similar", files={"file": (path.name, fh)}, data=data)
+
+
+def wait_ready(
+    url: str, *, alive: Callable[[], bool] = lambda: True, timeout_s: float = 180,
+    poll_s: float = 0.2,
+) -> None:
+    """Block until ``url``/readyz answers 200; fail early when ``alive()`` turns false."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the server for {url} exited during startup")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll_s)
+    raise RuntimeError(f"{url}/readyz did not answer 200 within {timeout_s} s")

@@ -7,30 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 
-from kenning.cli.client import Client, resolve_key
+from kenning.cli.client import Client, resolve_key, wait_ready
 from kenning.settings import Settings
 
 console = Console(stderr=True)
 
 # German on purpose: the corpus is English, the embedding space is shared.
 SAMPLE_QUERY = "Buschbrände bedrohen Häuser in der Nähe von Sydney"
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"kenning serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server at {url} not ready after {timeout_s} s")
 
 
 def _wait_idle(client: Client, timeout_s: float = 1800) -> dict[str, int]:
@@ -65,7 +50,7 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
             stdout=log, stderr=subprocess.STDOUT,
         )
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, alive=lambda: proc.poll() is None)
         client = Client(settings)
         items: list[str | Path] = [*folder.news, *folder.reuters, *folder.images]
         counts = ingest_items(client, items, parallel=4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import uvicorn
 from tests.e2e.conftest import e2e_settings
 
 from kenning.api.app import create_app
+from kenning.cli.client import wait_ready
 from kenning.container import Kenning
 
 
@@ -38,20 +38,6 @@ class LiveServer:
         self.kenning.join(timeout_s)
 
 
-def _wait_ready(url: str, thread: threading.Thread, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            raise RuntimeError("the uvicorn thread exited during startup")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url}/readyz did not answer 200 within {timeout_s} s")
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``create_app(Kenning(...))`` under uvicorn in a background thread.
@@ -72,7 +58,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, thread)
+        wait_ready(url, alive=thread.is_alive, timeout_s=120, poll_s=0.1)
         yield LiveServer(url, kenning, data_dir)
     finally:
         server.should_exit = True
