@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 from PIL import Image
-from tests.fixtures import media
 
 from kenning.inference.embedding import (
     E5SmallBackend,
@@ -20,6 +19,7 @@ from kenning.inference.embedding import (
     UseMultilingualBackend,
 )
 from kenning.inference.ocr import OcrBackend, RapidOcrBackend, TesseractBackend
+from tests.fixtures import media
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ scanned book page, ABC news articles), the embedded SQLite broker and stores.
 from __future__ import annotations
 
 import pytest
+
 from tests.e2e.conftest import Api
 from tests.fixtures import media
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import func, select
-from tests.fixtures import media
 
 from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, Segment, StageRun
+from tests.fixtures import media
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from tests.e2e.conftest import Api
-from tests.fixtures import media
 
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, StageRun
+from tests.e2e.conftest import Api
+from tests.fixtures import media
 
 
 def _footprint(api: Api) -> tuple[int, int, int, int, int]:

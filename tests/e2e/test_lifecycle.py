@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.e2e.conftest import Api, e2e_settings
-from tests.fixtures import media
 
 from kenning.api.app import create_app
 from kenning.container import Kenning
 from kenning.services.webhooks import verify
 from kenning.stores.bundle import hash_namespace, vector_namespace
+from tests.e2e.conftest import Api, e2e_settings
+from tests.fixtures import media
 
 pytestmark = pytest.mark.slow
 

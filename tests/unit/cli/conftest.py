@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from tests.e2e.conftest import e2e_settings
 
 from kenning.api.app import create_app
 from kenning.cli.client import wait_ready
 from kenning.container import Kenning
+from tests.e2e.conftest import e2e_settings
 
 
 @dataclass

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from alembic.script import ScriptDirectory
 from click.testing import Result
-from tests.fixtures import media
-from tests.unit.cli.conftest import LiveServer
 from typer.testing import CliRunner
 
 from kenning.cli.main import app
 from kenning.settings import Settings
 from kenning.stores.metadata.database import alembic_config
+from tests.fixtures import media
+from tests.unit.cli.conftest import LiveServer
 
 # Images go through OCR in the pipeline.
 pytestmark = pytest.mark.slow

@@ -24,10 +24,10 @@ from typing import TypeVar
 
 import pytest
 from PIL import Image, ImageFile
-from tests.fixtures import media
 
 from kenning.demo import corpus, debs, wheels
 from kenning.demo.corpus import CorpusError, NewsArticle
+from tests.fixtures import media
 
 T = TypeVar("T")
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from tests.fixtures import media
 
 from kenning.errors import KenningError, MissingExtra
 from kenning.inference.ocr import (
@@ -22,6 +21,7 @@ from kenning.inference.ocr import (
     sort_reading_order,
 )
 from kenning.settings import Settings
+from tests.fixtures import media
 
 
 @pytest.fixture(scope="module")

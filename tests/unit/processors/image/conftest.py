@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from tests.fixtures import media
 
 from kenning.inference.ocr import RapidOcrBackend
 from kenning.pipeline.processor import MediaKind, StageInput
+from tests.fixtures import media
 
 
 def skimage_data_dir() -> Path:
