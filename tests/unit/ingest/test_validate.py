@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import struct
 import time
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
@@ -16,24 +14,7 @@ from kenning.errors import CorruptMedia, EmptyContent, TooLarge, UnsupportedMedi
 from kenning.ingest.validate import Validated, open_image, safe_open_image, validate_upload
 from kenning.pipeline.processor import MediaKind
 from kenning.settings import Settings
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG signature + IHDR (8-bit RGB, correct CRC) + a tiny IDAT + IEND."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        PNG_SIGNATURE
-        + _chunk(b"IHDR", ihdr)
-        + _chunk(b"IDAT", zlib.compress(b"\x00", 9))
-        + _chunk(b"IEND", b"")
-    )
+from tests.fixtures import media
 
 
 def _photo_like(width: int = 320, height: int = 200) -> Image.Image:
@@ -86,13 +67,13 @@ def test_truncated_jpeg_fails_even_if_someone_enabled_truncated_loading(
 
 
 def test_png_with_damaged_pixel_data_is_corrupt(settings: Settings) -> None:
-    data = _png_header_only(64, 64)  # declares 64x64 but carries one filter byte
+    data = media.png_bomb_header(64, 64)  # declares 64x64 but carries one filter byte
     with pytest.raises(CorruptMedia):
         validate_upload(data, settings)
 
 
 def test_png_declaring_50000_squared_is_refused_before_decoding(settings: Settings) -> None:
-    data = _png_header_only(50_000, 50_000)
+    data = media.png_bomb_header(50_000, 50_000)
     assert len(data) < 100
     started = time.perf_counter()
     with pytest.raises(TooLarge) as err:
@@ -107,7 +88,7 @@ def test_pixel_guard_does_not_rely_on_pils_global(
 ) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # PIL's own guard switched off
     with pytest.raises(TooLarge) as err:
-        validate_upload(_png_header_only(50_000, 50_000), settings)
+        validate_upload(media.png_bomb_header(50_000, 50_000), settings)
     assert err.value.code == "image_too_large"
     assert err.value.details == {"width": 50_000, "height": 50_000}
 
@@ -115,13 +96,13 @@ def test_pixel_guard_does_not_rely_on_pils_global(
 def test_our_limit_is_below_pils_default(settings: Settings) -> None:
     # 9,000 x 9,000 = 81 MP: over our 80 MP, under PIL's ~89 MP warning threshold.
     with pytest.raises(TooLarge) as err:
-        validate_upload(_png_header_only(9_000, 9_000), settings)
+        validate_upload(media.png_bomb_header(9_000, 9_000), settings)
     assert "9000x9000" in err.value.message
 
 
 def test_side_limit(settings: Settings) -> None:
     with pytest.raises(TooLarge, match="per side"):
-        validate_upload(_png_header_only(30_000, 10), settings)
+        validate_upload(media.png_bomb_header(30_000, 10), settings)
 
 
 def test_configured_limit_above_pils_default_is_honoured(
@@ -131,7 +112,7 @@ def test_configured_limit_above_pils_default_is_honoured(
     big = Settings(max_image_pixels=400_000_000, max_image_side=50_000)
     # 20,000 x 10,000 = 200 MP: PIL alone would raise DecompressionBombError.
     with pytest.raises(CorruptMedia):  # accepted by the size guard, then fails to decode
-        validate_upload(_png_header_only(20_000, 10_000), big)
+        validate_upload(media.png_bomb_header(20_000, 10_000), big)
     assert Image.MAX_IMAGE_PIXELS == 400_000_000
 
 
