@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -22,9 +23,9 @@ def require_service(name: str, reachable: bool) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this session, dropped at the end."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """Create an empty PostgreSQL database, yield its SQLAlchemy URL, drop it after."""
     try:
         import psycopg
     except ImportError:
@@ -44,3 +45,10 @@ def postgres_url() -> Iterator[str]:
             yield f"postgresql+psycopg://{POSTGRES_SERVER}/{name}"
         finally:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database shared by this session's contract tests."""
+    with fresh_postgres_database() as url:
+        yield url

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from kenning.api.app import create_app
 from kenning.container import Kenning
+from tests.conftest import fresh_postgres_database
 from tests.e2e.conftest import Api, e2e_settings
 from tests.fixtures import media
 
@@ -22,13 +23,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def pg_api(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def pg_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """A server whose metadata store is its own fresh PostgreSQL database."""
     data_dir: Path = tmp_path_factory.mktemp("kenning-pg")
-    kenning = Kenning(e2e_settings(data_dir, database_url=postgres_url))
-    assert kenning.stores.db.dialect == "postgresql"
-    with TestClient(create_app(kenning)) as client:
-        yield Api(client, kenning, (data_dir / "bootstrap_api_key").read_text().strip(),
-                  data_dir)
+    with fresh_postgres_database() as url:
+        kenning = Kenning(e2e_settings(data_dir, database_url=url))
+        assert kenning.stores.db.dialect == "postgresql"
+        with TestClient(create_app(kenning)) as client:
+            yield Api(client, kenning, (data_dir / "bootstrap_api_key").read_text().strip(),
+                      data_dir)
 
 
 def test_pipeline_search_similar_delete_on_postgres(pg_api: Api) -> None:
