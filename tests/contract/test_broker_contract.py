@@ -29,6 +29,7 @@ from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware import Middleware
 
 from kenning.queue import QueueAdmin, SQLiteBroker
+from tests.fixtures.queues import next_message
 
 BrokerFactory = Callable[[Path], Broker]
 
@@ -87,14 +88,6 @@ class Recorder(Middleware):
         self.starts.append((message.message_id, message.options.get("retries", 0), time.time()))
 
 
-def next_message(consumer: Any, timeout_s: float = 5.0) -> MessageProxy:
-    """Pull one message off a raw consumer, tolerating idle ``None``s."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        message = next(consumer)
-        if message is not None:
-            return message  # type: ignore[no-any-return]
-    raise AssertionError("no message delivered in time")
 
 
 # --- basic delivery -----------------------------------------------------------------

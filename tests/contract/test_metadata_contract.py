@@ -24,11 +24,12 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from kenning.errors import Conflict, Unauthorized
+from kenning.hosts import worker_id
 from kenning.pipeline import jobs
 from kenning.pipeline.dag import dependents, plan
 from kenning.pipeline.processor import MediaKind, Processor
 from kenning.pipeline.registry import ProcessorRegistry
-from kenning.pipeline.runner import WORKER_ID, StageRunner
+from kenning.pipeline.runner import StageRunner
 from kenning.processors.text import ChunkText, KeywordIndexText, NormalizeText, normalize_text
 from kenning.services.tenants import Principal, TenantService, hash_key
 from kenning.settings import Settings
@@ -549,7 +550,7 @@ def test_claim_is_atomic_under_concurrency(
     with db.session(write=False) as s:
         run = s.get(StageRun, run_id)
         assert run is not None
-        assert (run.state, run.attempts, run.worker) == ("running", 1, WORKER_ID)
+        assert (run.state, run.attempts, run.worker) == ("running", 1, worker_id())
         assert run.lease_until is not None and run.lease_until > utcnow()
     assert runner._claim(run_id) is None  # a live lease is not taken over
 

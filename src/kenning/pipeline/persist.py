@@ -15,7 +15,13 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from kenning.pipeline.processor import Processor, StageOutput
-from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
+from kenning.stores.bundle import (
+    Stores,
+    hash_namespace,
+    index_codes,
+    index_vectors,
+    vector_namespace,
+)
 from kenning.stores.keyword import KeywordDoc
 from kenning.stores.metadata.tables import (
     Asset,
@@ -159,19 +165,7 @@ def apply_index_work(stores: Stores, work: IndexWork) -> None:
         stores.vectors.remove(vector_namespace(t, space, asset_level=asset_level), [emb_id])
     for fp_id, algorithm in work.removed_fingerprints:
         stores.hashes.remove(hash_namespace(t, algorithm), [fp_id])
-    groups: dict[str, tuple[list[int], list[np.ndarray]]] = {}
-    for emb_id, space, asset_level, vector in work.vectors:
-        ids, vecs = groups.setdefault(vector_namespace(t, space, asset_level=asset_level), ([], []))
-        ids.append(emb_id)
-        vecs.append(vector)
-    for namespace, (ids, vecs) in groups.items():
-        stores.vectors.add(namespace, ids, np.vstack(vecs))
-    code_groups: dict[str, tuple[list[int], list[bytes]]] = {}
-    for fp_id, algorithm, bits in work.codes:
-        ids_, codes = code_groups.setdefault(hash_namespace(t, algorithm), ([], []))
-        ids_.append(fp_id)
-        codes.append(bits)
-    for namespace, (ids_, codes) in code_groups.items():
-        stores.hashes.add(namespace, ids_, codes)
+    index_vectors(stores, ((i, t, space, lvl, vec) for i, space, lvl, vec in work.vectors))
+    index_codes(stores, ((i, t, algorithm, bits) for i, algorithm, bits in work.codes))
     if work.keyword_docs:
         stores.keyword.upsert(work.keyword_docs)

@@ -8,28 +8,17 @@ worker died), is re-enqueued. Duplicated messages are harmless: claims are atomi
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
+from kenning.hosts import holder_is_dead
 from kenning.queue.dispatch import Dispatcher
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import StageRun, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Reconciler:
@@ -42,13 +31,11 @@ class Reconciler:
 
     def release_orphans(self) -> int:
         """Stages leased by a dead process on this host go back to ``queued`` at once."""
-        host = socket.gethostname()
         released = 0
         with self.db.session() as s:
             runs = s.scalars(select(StageRun).where(StageRun.state == "running"))
             for run in runs:
-                owner_host, _, pid = (run.worker or "").rpartition(":")
-                if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+                if holder_is_dead(run.worker):
                     run.state, run.lease_until, run.enqueued_at = "queued", None, None
                     released += 1
         if released:

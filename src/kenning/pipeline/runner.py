@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -24,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from kenning.hosts import worker_id
 from kenning.observability.logging import log_context
 from kenning.observability.metrics import STAGE_CACHE_HITS, STAGE_DURATION, STAGE_ERRORS
 from kenning.pipeline import jobs
@@ -36,8 +35,6 @@ from kenning.stores.bundle import Stores
 from kenning.stores.metadata.tables import Asset, Feature, FeatureCache, StageRun, utcnow
 
 log = logging.getLogger(__name__)
-
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 Enqueue = Callable[[Sequence[StageRun]], None]
 Notify = Callable[[Sequence[str]], None]
@@ -131,7 +128,7 @@ class StageRunner:
                 )
                 .values(
                     state="running", attempts=StageRun.attempts + 1, lease_until=now + lease,
-                    started_at=now, worker=WORKER_ID,
+                    started_at=now, worker=worker_id(),
                 )
                 .returning(StageRun.attempts)
                 .execution_options(synchronize_session=False)

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 
+from kenning.hosts import HOSTNAME, pid_alive
 from kenning.queue.sqlite_db import now_ms
 from kenning.queue.sqlite_store import ClaimedRow, MessageStore, Owner
 
 __all__ = ["HOSTNAME", "LeaseKeeper", "owner_is_dead", "pid_alive"]
 
-HOSTNAME = socket.gethostname()
 
 # Owner tokens of the keepers alive in this process: a delivered row owned by this pid
 # with a token not listed here belongs to a broker that was closed or dropped.
@@ -29,25 +28,6 @@ _LIVE_OWNERS: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 
 log = logging.getLogger(__name__)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (and is not a zombie)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, belongs to another user
-    try:
-        # A killed child that was not reaped yet still answers kill(0) on Linux.
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[-1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
 
 
 def owner_is_dead(owner: Owner) -> bool:

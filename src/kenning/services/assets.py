@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
 from kenning.errors import NotFound
 from kenning.services.audit import record
+from kenning.services.scope import owned_asset
 from kenning.services.tenants import Principal
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
 from kenning.stores.metadata.tables import (
@@ -121,15 +121,9 @@ class AssetService:
     def __init__(self, stores: Stores) -> None:
         self.stores = stores
 
-    def _owned(self, s: Session, who: Principal, asset_id: str) -> Asset:
-        asset = s.get(Asset, asset_id)
-        if asset is None or asset.tenant_id != who.tenant_id:
-            raise NotFound(f"no asset {asset_id}")
-        return asset
-
     def get(self, who: Principal, asset_id: str) -> AssetView:
         with self.stores.db.session(write=False) as s:
-            a = self._owned(s, who, asset_id)
+            a = owned_asset(s, who, asset_id)
             job = s.scalar(
                 select(Job).where(Job.asset_id == a.id).order_by(Job.created_at.desc()).limit(1)
             )
@@ -181,7 +175,7 @@ class AssetService:
         list[SegmentView]
     ):
         with self.stores.db.session(write=False) as s:
-            self._owned(s, who, asset_id)
+            owned_asset(s, who, asset_id)
             query = select(Segment).where(Segment.asset_id == asset_id)
             if kind:
                 query = query.where(Segment.kind == kind)
@@ -193,7 +187,7 @@ class AssetService:
 
     def thumbnail(self, who: Principal, asset_id: str) -> bytes:
         with self.stores.db.session(write=False) as s:
-            self._owned(s, who, asset_id)
+            owned_asset(s, who, asset_id)
             key = s.scalar(
                 select(DerivedBlob.blob_key).where(
                     DerivedBlob.asset_id == asset_id, DerivedBlob.role == "thumbnail"
@@ -206,7 +200,7 @@ class AssetService:
     def delete(self, who: Principal, asset_id: str) -> None:
         """Remove the asset from the database, every index and (if unshared) blob storage."""
         with self.stores.db.session() as s:
-            a = self._owned(s, who, asset_id)
+            a = owned_asset(s, who, asset_id)
             embeddings = list(
                 s.execute(select(Embedding.id, Embedding.space, Embedding.segment_id)
                           .where(Embedding.asset_id == a.id))

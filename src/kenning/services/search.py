@@ -11,11 +11,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from kenning.errors import BadInput, NotFound
+from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
+from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.services.tenants import Principal
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, vector_namespace
@@ -181,22 +183,13 @@ class SearchService:
             )
             return {seg: by_embedding[emb] for emb, seg in rows if seg is not None}
 
-    def asset_vector(self, who: Principal, asset_id: str) -> Any:
-        import numpy as np
-
+    def asset_vector(self, who: Principal, asset_id: str) -> np.ndarray:
         with self.stores.db.session(write=False) as s:
-            asset = s.get(Asset, asset_id)
-            if asset is None or asset.tenant_id != who.tenant_id:
-                raise NotFound(f"no asset {asset_id}")
-            raw = s.scalar(
-                select(Embedding.vector).where(
-                    Embedding.asset_id == asset_id, Embedding.segment_id.is_(None),
-                    Embedding.space == self.embedder.model_id,
-                )
-            )
-        if raw is None:
+            owned_asset(s, who, asset_id)
+            vector = asset_text_vector(s, asset_id, self.embedder.model_id)
+        if vector is None:
             raise BadInput(f"asset {asset_id} has no text embedding yet", code="not_ready")
-        return np.frombuffer(raw, dtype=np.float32)
+        return vector
 
     # --- filters and join --------------------------------------------------------------
     def _filtered(self, who: Principal, query: Any, f: SearchFilters) -> Any:

@@ -13,12 +13,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from kenning.errors import BadInput, NotFound
+from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
 from kenning.ingest.validate import safe_open_image, validate_upload
 from kenning.pipeline.processor import MediaKind
 from kenning.processors.image.pdq import pdq_hash
 from kenning.processors.text.normalize import normalize_text
+from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.services.tenants import Principal
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
@@ -74,22 +75,14 @@ class SimilarityService:
         if req.asset_id is None:
             raise BadInput("give asset_id, text or a file", code="empty_query")
         with self.stores.db.session(write=False) as s:
-            asset = s.get(Asset, req.asset_id)
-            if asset is None or asset.tenant_id != who.tenant_id:
-                raise NotFound(f"no asset {req.asset_id}")
-            kind = asset.kind
+            kind = owned_asset(s, who, req.asset_id).kind
             original = s.scalar(
                 select(Fingerprint.bits).where(
-                    Fingerprint.asset_id == asset.id, Fingerprint.algorithm == "pdq",
+                    Fingerprint.asset_id == req.asset_id, Fingerprint.algorithm == "pdq",
                     Fingerprint.variant == "original",
                 )
             )
-            vector = s.scalar(
-                select(Embedding.vector).where(
-                    Embedding.asset_id == asset.id, Embedding.segment_id.is_(None),
-                    Embedding.space == self.embedder.model_id,
-                )
-            )
+            vector = asset_text_vector(s, req.asset_id, self.embedder.model_id)
         modality = req.modality or kind
         if modality == "image":
             if original is None:
@@ -98,7 +91,7 @@ class SimilarityService:
                                 query={"asset_id": req.asset_id})
         if vector is None:
             raise BadInput(f"asset {req.asset_id} has no text embedding yet", code="not_ready")
-        return self._by_vector(who, np.frombuffer(vector, dtype=np.float32), req,
+        return self._by_vector(who, vector, req,
                                exclude=req.asset_id, query={"asset_id": req.asset_id})
 
     # --- methods -----------------------------------------------------------------------

@@ -6,7 +6,11 @@ can hand in PostgreSQL/pgvector/S3 adapters without touching services.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 from kenning.settings import Settings
 from kenning.stores.blobs import BlobStore, LocalBlobStore
@@ -32,6 +36,30 @@ def vector_namespace(tenant_id: str, space: str, *, asset_level: bool = False) -
 
 def hash_namespace(tenant_id: str, algorithm: str) -> str:
     return f"{tenant_id}/{algorithm}"
+
+
+def index_vectors(
+    stores: Stores, rows: Iterable[tuple[int, str, str, bool, np.ndarray]]
+) -> None:
+    """Add ``(embedding id, tenant, space, asset_level, vector)`` rows, one call a namespace."""
+    groups: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+    for emb_id, tenant, space, asset_level, vector in rows:
+        ids, vecs = groups[vector_namespace(tenant, space, asset_level=asset_level)]
+        ids.append(emb_id)
+        vecs.append(vector)
+    for namespace, (ids, vecs) in groups.items():
+        stores.vectors.add(namespace, ids, np.vstack(vecs))
+
+
+def index_codes(stores: Stores, rows: Iterable[tuple[int, str, str, bytes]]) -> None:
+    """Add ``(fingerprint id, tenant, algorithm, bits)`` rows, one call a namespace."""
+    groups: dict[str, tuple[list[int], list[bytes]]] = defaultdict(lambda: ([], []))
+    for fp_id, tenant, algorithm, bits in rows:
+        ids, codes = groups[hash_namespace(tenant, algorithm)]
+        ids.append(fp_id)
+        codes.append(bits)
+    for namespace, (ids, codes) in groups.items():
+        stores.hashes.add(namespace, ids, codes)
 
 
 def build_stores(settings: Settings) -> Stores:

@@ -19,10 +19,11 @@ from dramatiq.errors import BrokerConnectionError, QueueJoinTimeout, QueueNotFou
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
+from kenning.hosts import HOSTNAME, pid_alive
 from kenning.queue import QueueAdmin, SQLiteBroker
 from kenning.queue.sqlite_db import now_ms
-from kenning.queue.sqlite_leases import HOSTNAME, pid_alive
 from kenning.queue.sqlite_store import NewMessage
+from tests.fixtures.queues import next_message
 
 
 @pytest.fixture
@@ -42,12 +43,7 @@ def message(queue: str = "q", *args: Any, **options: Any) -> Message[Any]:
 
 
 def take(consumer: Any, timeout_s: float = 2.0) -> MessageProxy:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = next(consumer)
-        if got is not None:
-            return got  # type: ignore[no-any-return]
-    raise AssertionError("no message delivered in time")
+    return next_message(consumer, timeout_s)
 
 
 def rows(broker: SQLiteBroker, sql: str, *params: Any) -> list[tuple[Any, ...]]:
