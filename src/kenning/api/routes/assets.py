@@ -7,12 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
+from kenning.api.bodies import file_part, json_body, read_upload
 from kenning.api.deps import App, Who
 from kenning.api.schemas import Accepted, AssetIn, BatchIn, BatchItemResult, BatchOut
 from kenning.container import Kenning
-from kenning.errors import BadInput, EmptyContent, KenningError, TooLarge, UnsupportedMedia
+from kenning.errors import BadInput, KenningError, TooLarge, UnsupportedMedia
 from kenning.ingest.service import IngestRequest, IngestResult
 from kenning.services.assets import AssetView, JobView, SegmentView
 from kenning.services.tenants import Principal
@@ -47,13 +47,6 @@ def _accepted(result: IngestResult) -> Accepted:
                     duplicate_of=result.duplicate_of)
 
 
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"file exceeds the {limit} byte limit", code="file_too_large")
-    return data
-
-
 def _metadata(raw: Any) -> dict[str, Any] | None:
     if raw in (None, ""):
         return None
@@ -75,26 +68,14 @@ def _ingest_json(app: Kenning, who: Principal, item: AssetIn) -> IngestResult:
     return app.ingest.ingest_url(who, item.url, req)
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw.strip():
-        raise EmptyContent("the request body is empty")
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"invalid JSON: {exc.msg}", code="invalid_json") from exc
-
-
 @router.post("/assets", status_code=202, response_model=Accepted, openapi_extra=_MULTIPART_DOC,
              summary="Ingest one item: a multipart file, or JSON with text or url")
 async def create_asset(request: Request, app: App, who: Who) -> Accepted:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         form = await request.form(max_files=1)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise BadInput("multipart body needs a 'file' part", code="missing_file")
-        data = await _read_upload(upload, app.settings.max_upload_bytes)
+        upload = file_part(form)
+        data = await read_upload(upload, app.settings.max_upload_bytes)
         req = IngestRequest(
             filename=upload.filename, title=_str(form.get("title")),
             external_id=_str(form.get("external_id")), metadata=_metadata(form.get("metadata")),
@@ -102,7 +83,7 @@ async def create_asset(request: Request, app: App, who: Who) -> Accepted:
         )
         return _accepted(await run_in_threadpool(app.ingest.ingest_bytes, who, data, req))
     if ctype.startswith("application/json") or not ctype:
-        item = AssetIn.model_validate(await _json_body(request))
+        item = AssetIn.model_validate(await json_body(request))
         return _accepted(await run_in_threadpool(_ingest_json, app, who, item))
     raise UnsupportedMedia(f"send multipart/form-data or application/json, not {ctype!r}",
                            code="unsupported_content_type")
@@ -115,7 +96,7 @@ def _str(value: Any) -> str | None:
 @router.post("/assets/batch", status_code=202, response_model=BatchOut,
              summary="Ingest many JSON items (text or url); each gets its own result")
 async def create_batch(request: Request, app: App, who: Who) -> BatchOut:
-    batch = BatchIn.model_validate(await _json_body(request))
+    batch = BatchIn.model_validate(await json_body(request))
     if len(batch.items) > app.settings.max_batch_items:
         raise TooLarge(f"at most {app.settings.max_batch_items} items per batch",
                        code="batch_too_large")

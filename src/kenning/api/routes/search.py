@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
+from kenning.api.bodies import file_part, json_body, read_upload
 from kenning.api.deps import App, Who
-from kenning.errors import BadInput, EmptyContent, TooLarge
 from kenning.services.search import SearchRequest, SearchResponse
 from kenning.services.similarity import SimilarRequest, SimilarResponse
 
@@ -36,21 +33,9 @@ async def similar(request: Request, app: App, who: Who) -> SimilarResponse:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         form = await request.form(max_files=1)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise BadInput("multipart body needs a 'file' part", code="missing_file")
-        limit = app.settings.max_upload_bytes
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise TooLarge(f"file exceeds the {limit} byte limit", code="file_too_large")
+        data = await read_upload(file_part(form), app.settings.max_upload_bytes)
         fields = {k: v for k, v in form.items() if isinstance(v, str) and k != "file"}
         req = SimilarRequest.model_validate(fields)
         return await run_in_threadpool(app.similarity.similar, who, req, data)
-    raw = await request.body()
-    if not raw.strip():
-        raise EmptyContent("the request body is empty")
-    try:
-        req = SimilarRequest.model_validate(json.loads(raw))
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"invalid JSON: {exc.msg}", code="invalid_json") from exc
+    req = SimilarRequest.model_validate(await json_body(request))
     return await run_in_threadpool(app.similarity.similar, who, req, None)
