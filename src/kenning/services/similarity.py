@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
+from kenning.ingest.sniff import sniff
 from kenning.ingest.validate import safe_open_image, validate_upload
 from kenning.pipeline.processor import MediaKind
 from kenning.processors.image.pdq import pdq_hash
@@ -63,11 +64,12 @@ class SimilarityService:
         self, who: Principal, req: SimilarRequest, upload: bytes | None = None
     ) -> SimilarResponse:
         if upload is not None:
-            checked = validate_upload(upload, self.settings)
-            if checked.kind == MediaKind.IMAGE:
+            if sniff(upload).kind == MediaKind.IMAGE:
+                # safe_open_image applies every upload guard; decode once, not twice.
                 code, quality = pdq_hash(safe_open_image(upload, self.settings))
                 return self._by_pdq(who, code, req, exclude=None,
                                     query={"upload": "image", "pdq_quality": quality})
+            validate_upload(upload, self.settings)  # text limits
             text = upload.decode("utf-8-sig", errors="replace")
             return self._by_text(who, text, req, exclude=None)
         if req.text is not None:
