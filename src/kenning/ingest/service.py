@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from kenning.errors import Backpressure, BadInput, KenningError, TooLarge
+from kenning.errors import Backpressure, BadInput, KenningError
 from kenning.ingest.urlfetch import check_url_allowed, fetch_url
 from kenning.ingest.validate import validate_upload
 from kenning.observability.metrics import INGESTED, REJECTED
@@ -80,12 +80,7 @@ class IngestService:
             return self._ingest(who, data, req, source, source_url, force_text)
 
     def ingest_text(self, who: Principal, text: str, req: IngestRequest) -> IngestResult:
-        if len(text) > self.settings.max_text_chars:
-            REJECTED.labels("text_too_long").inc()
-            raise TooLarge(
-                f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}",
-                code="text_too_long",
-            )
+        """Accept text given inline; the same limits as an uploaded text file apply."""
         return self.ingest_bytes(who, text.encode("utf-8"), req, source="text", force_text=True)
 
     def ingest_url(self, who: Principal, url: str, req: IngestRequest) -> IngestResult:
