@@ -16,6 +16,7 @@ import dramatiq
 from dramatiq.broker import Broker
 
 from kenning.ingest.service import IngestService
+from kenning.periodic import Periodic
 from kenning.pipeline.reconciler import Reconciler
 from kenning.pipeline.registry import ProcessorRegistry, Resources
 from kenning.pipeline.runner import StageRunner
@@ -30,8 +31,9 @@ from kenning.services.similarity import SimilarityService
 from kenning.services.tenants import TenantService
 from kenning.services.webhooks import WebhookService
 from kenning.settings import Settings
+from kenning.stores.blobs.lifetime import BlobCollector
 from kenning.stores.bundle import Stores, build_stores
-from kenning.stores.sync import rebuild_indexes
+from kenning.stores.sync import prune_keyword_orphans, rebuild_indexes
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,11 @@ class Kenning:
             self.stores.db, self.dispatcher,
             stale_after_s=max(self.settings.lease_s, self.settings.retry_max_backoff_ms / 1000),
         )
+        self.blob_collector = BlobCollector(
+            self.stores.db, self.stores.blobs, grace_s=self.settings.blob_gc_grace_s
+        )
+        self._janitor = Periodic("janitor", self.settings.blob_gc_interval_s,
+                                 self.collect_garbage)
         self._worker: Any = None
         self._indexes_loaded = False
 
@@ -114,6 +121,12 @@ class Kenning:
         log.info("indexes loaded", extra=counts)
         return counts
 
+    def collect_garbage(self) -> dict[str, int]:
+        """Remove what nothing references: released blobs past the grace period, bytes and
+        temp files left by a crash, keyword documents of deleted rows."""
+        collected = self.blob_collector.collect()
+        return {**collected.__dict__, "keyword_orphans": prune_keyword_orphans(self.stores)}
+
     def start(self, *, workers: int | None = None) -> None:
         """Load indexes, recover orphaned work, start worker threads and the reconciler."""
         if not self._indexes_loaded:
@@ -127,6 +140,8 @@ class Kenning:
             self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=200)
             self._worker.start()
             self.reconciler.start(self.settings.reconcile_interval_s)
+            self.collect_garbage()
+            self._janitor.start()
 
     def join(self, timeout_s: float = 120.0) -> None:
         """Wait until no stage is pending, queued or running (tests and benchmarks)."""
@@ -137,6 +152,7 @@ class Kenning:
             time.sleep(0.05)
 
     def close(self) -> None:
+        self._janitor.stop()
         self.reconciler.stop()
         if self._worker is not None:
             self._worker.stop(timeout=10_000)

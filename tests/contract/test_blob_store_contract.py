@@ -135,3 +135,30 @@ def test_concurrent_puts_of_the_same_content(store: BlobStore) -> None:
         thread.join()
     assert set(keys) == {hashlib.sha256(data).hexdigest()}
     assert store.get(keys[0]) == data
+
+
+def test_scan_lists_keys_last_put_before_a_time_and_a_reput_refreshes_them(
+    store: BlobStore,
+) -> None:
+    import time
+
+    old = store.put(b"old bytes")
+    time.sleep(0.05)
+    cutoff = time.time()
+    time.sleep(0.05)
+    new = store.put(b"new bytes")
+    assert set(store.scan(cutoff)) == {old}
+    assert new not in set(store.scan(cutoff))
+    store.put(b"old bytes")  # a writer about to reference them: their age starts again
+    assert set(store.scan(cutoff)) == set()
+    assert set(store.scan(time.time() + 1)) == {old, new}
+
+
+def test_sweep_temp_removes_only_abandoned_partial_writes(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    import time
+
+    key = store.put(b"complete")
+    assert store.sweep_temp(time.time() + 1) == 0  # a finished put leaves nothing behind
+    assert store.exists(key)

@@ -167,21 +167,28 @@ def test_audit_trail_records_creates(api: Api, corpus: dict[str, str]) -> None:
     assert all(e["actor"].startswith("key:") for e in events)
 
 
-def test_identical_bytes_in_another_tenant_reuse_cached_outputs(
+def test_identical_bytes_in_another_tenant_reveal_nothing_about_the_first(
     api: Api, corpus: dict[str, str]
 ) -> None:
     other = api.new_tenant("tenant-cache")
     asset = _upload(api, "page-copy.png", media.image_bytes("page.png"), headers=other)
+    assert asset["duplicate_of"] is None
     api.wait()
     body = api.client.get(f"/v1/assets/{asset['asset_id']}", headers=other).json()
     stages = {s["processor"]: s for s in body["job"]["stages"]}
     assert body["status"] == "ready"
-    assert stages["image.ocr"]["cached"] is True and stages["image.pdq"]["cached"] is True
-    assert stages["text.keyword"]["cached"] is False  # cheap stages are not cached
-    # Cached outputs still land in the new tenant's own indexes.
+    # The processing cache is per tenant: nothing says another tenant had these bytes.
+    assert not any(s["cached"] for s in stages.values())
     hits = api.client.post("/v1/search", headers=other,
                            json={"query": "region", "mode": "keyword"}).json()["hits"]
     assert [h["asset_id"] for h in hits] == [asset["asset_id"]]
+    # A delete drops the tenant's cache entries with the asset: nothing derived survives.
+    assert api.client.delete(f"/v1/assets/{asset['asset_id']}", headers=other).status_code == 204
+    again = _upload(api, "page-copy.png", media.image_bytes("page.png"), headers=other)
+    api.wait()
+    body = api.client.get(f"/v1/assets/{again['asset_id']}", headers=other).json()
+    stages = {s["processor"]: s for s in body["job"]["stages"]}
+    assert stages["image.ocr"]["cached"] is False
 
 
 def test_time_range_filter(api: Api, corpus: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from kenning.api.app import create_app
 from kenning.container import Kenning
 from kenning.services.webhooks import verify
+from kenning.stores.blobs.lifetime import BlobCollector
 from kenning.stores.bundle import hash_namespace, vector_namespace
 from tests.e2e.conftest import Api, e2e_settings
 from tests.fixtures import media
@@ -112,7 +113,14 @@ def test_delete_removes_asset_from_every_index(private_api: Api) -> None:
     assert k.stores.vectors.count(vector_namespace(tenant, space)) == 0
     assert k.stores.vectors.count(vector_namespace(tenant, space, asset_level=True)) == 0
     assert k.stores.hashes.count(hash_namespace(tenant, "pdq")) == 0
+    # The bytes are released, not destroyed: the collector takes them after its grace.
+    assert k.stores.blobs.exists(sha)
+    assert k.blob_collector.collect().deleted == 0
+    assert k.stores.blobs.exists(sha)
+    now = BlobCollector(k.stores.db, k.stores.blobs, grace_s=0).collect()
+    assert now.deleted >= 2  # the image, the text and the thumbnail
     assert not k.stores.blobs.exists(sha)
+    assert not any(p.is_file() for p in k.settings.blob_dir.rglob("*"))
     for mode in ("keyword", "semantic"):
         hits = private_api.client.post("/v1/search", headers=h,
                                        json={"query": "Quokkas Rottnest", "mode": mode})
@@ -189,3 +197,30 @@ def test_backpressure_answers_429_with_retry_after(tmp_path: Path) -> None:
         assert refused[0].json()["error"]["code"] == "backpressure"
         queues = client.get("/v1/admin/queues", headers=headers).json()
         assert sum(q["ready"] for q in queues) == 3
+
+
+def test_one_tenants_flood_is_refused_while_another_tenant_is_admitted(
+    tmp_path: Path,
+) -> None:
+    kenning = Kenning(e2e_settings(tmp_path, workers=0, max_queued_stages=4,
+                                   max_queued_stages_per_tenant=3))
+    with TestClient(create_app(kenning)) as client:
+        flood = {"Authorization": "Bearer "
+                 + (tmp_path / "bootstrap_api_key").read_text().strip()}
+        quiet = Api(client, kenning, "", tmp_path).new_tenant("quiet")
+        answers = [client.post("/v1/assets", headers=flood, json={"text": f"flood item {i}"})
+                   for i in range(6)]
+        assert answers[0].status_code == 202
+        assert answers[-1].status_code == 429
+        assert "your tenant" in answers[-1].json()["error"]["message"]
+        # The flooding tenant is at its own bound; the quiet one still gets in, and keeps
+        # getting in up to its fair share once the global bound is reached.
+        first = client.post("/v1/assets", headers=quiet, json={"text": "a quiet report"})
+        assert first.status_code == 202, first.text
+        queued = kenning.ingest.queued_by_tenant()
+        assert sum(queued.values()) >= kenning.settings.max_queued_stages
+        second = client.post("/v1/assets", headers=quiet, json={"text": "another report"})
+        assert second.status_code == 202, second.text
+        third = client.post("/v1/assets", headers=quiet, json={"text": "one report more"})
+        assert third.status_code == 429
+        assert "fair share" in third.json()["error"]["message"]

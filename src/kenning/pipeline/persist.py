@@ -15,6 +15,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from kenning.pipeline.processor import Processor, StageOutput
+from kenning.stores.blobs import lifetime
 from kenning.stores.bundle import (
     Stores,
     hash_namespace,
@@ -130,10 +131,13 @@ def write_rows(
         )
     for role, data in output.blobs.items():
         key = stores.blobs.put(data)
+        lifetime.hold(session, stores.blobs, key, data)
         existing = session.scalar(
             select(DerivedBlob).where(DerivedBlob.asset_id == asset.id, DerivedBlob.role == role)
         )
         if existing:
+            if existing.blob_key != key:
+                lifetime.release(session, [existing.blob_key])
             existing.blob_key = key
         else:
             session.add(DerivedBlob(asset_id=asset.id, role=role, blob_key=key))

@@ -8,12 +8,12 @@ worker died), is re-enqueued. Duplicated messages are harmless: claims are atomi
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
 from kenning.hosts import holder_is_dead
+from kenning.periodic import Periodic
 from kenning.queue.dispatch import Dispatcher
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import StageRun, WebhookDelivery, utcnow
@@ -26,8 +26,7 @@ class Reconciler:
         self.db = db
         self.dispatcher = dispatcher
         self.stale_after = timedelta(seconds=stale_after_s)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop: Periodic | None = None
 
     def release_orphans(self) -> int:
         """Stages leased by a dead process on this host go back to ``queued`` at once."""
@@ -80,17 +79,9 @@ class Reconciler:
         return len(runs) + len(hooks)
 
     def start(self, interval_s: float) -> None:
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.sweep()
-                except Exception:
-                    log.exception("reconciler sweep failed")
-
-        self._thread = threading.Thread(target=loop, name="reconciler", daemon=True)
-        self._thread.start()
+        self._loop = Periodic("reconciler", interval_s, self.sweep)
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._loop is not None:
+            self._loop.stop()

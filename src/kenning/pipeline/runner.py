@@ -18,8 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from kenning.hosts import worker_id
@@ -32,6 +30,7 @@ from kenning.pipeline.processor import MediaKind, Processor, StageInput, StageOu
 from kenning.pipeline.registry import ProcessorRegistry
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores
+from kenning.stores.metadata.database import insert_ignore
 from kenning.stores.metadata.tables import Asset, Feature, FeatureCache, StageRun, utcnow
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,11 @@ class StageRunner:
                 output = hit if hit is not None else proc.process([item])[0]
                 with self.stores.db.session() as s:
                     if proc.cacheable and not cached:
-                        _insert_ignore(s, item.sha256, proc.name, version, output.to_json())
+                        insert_ignore(s, FeatureCache, [{
+                            "tenant_id": item.tenant_id, "sha256": item.sha256,
+                            "processor": proc.name, "version": version,
+                            "output": output.to_json(),
+                        }])
                     asset = s.get(Asset, run.asset_id)
                     if asset is None:
                         return "gone"
@@ -179,7 +182,10 @@ class StageRunner:
             json.dumps(features, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         version = f"{proc.version}#{digest}"
-        hit = s.get(FeatureCache, (sha, proc.name, version)) if proc.cacheable else None
+        hit = (
+            s.get(FeatureCache, (asset.tenant_id, sha, proc.name, version))
+            if proc.cacheable else None
+        )
         return item, version, None if hit is None else StageOutput.from_json(hit.output)
 
     # --- completion ------------------------------------------------------------------
@@ -230,12 +236,3 @@ class StageRunner:
             self._enqueue(ready)
         if deliveries:
             self._notify(deliveries)
-
-
-def _insert_ignore(s: Session, sha: str, name: str, version: str, output: dict[str, Any]) -> None:
-    values = {"sha256": sha, "processor": name, "version": version, "output": output}
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
-        s.execute(pg_insert(FeatureCache).values(**values).on_conflict_do_nothing())
-    else:
-        s.execute(sqlite_insert(FeatureCache).values(**values).on_conflict_do_nothing())

@@ -1,4 +1,9 @@
-"""Rebuilds the in-memory indexes from the metadata store (the source of truth)."""
+"""Keeps the indexes in line with the metadata store (the source of truth).
+
+The in-memory vector and hash indexes are rebuilt from it at start; the persistent
+keyword index is pruned of documents whose segment rows are gone (a crash between an
+asset delete's commit and its index clean-up).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import numpy as np
 from sqlalchemy import select
 
 from kenning.stores.bundle import Stores, index_codes, index_vectors
-from kenning.stores.metadata.tables import Embedding, Fingerprint
+from kenning.stores.metadata.tables import Embedding, Fingerprint, Segment
 
 
 def rebuild_indexes(stores: Stores, batch: int = 5000) -> dict[str, int]:
@@ -35,3 +40,20 @@ def rebuild_indexes(stores: Stores, batch: int = 5000) -> dict[str, int]:
             counts["hashes"] += len(fps)
             last = fps[-1][0]
     return counts
+
+
+def prune_keyword_orphans(stores: Stores, batch: int = 5000) -> int:
+    """Delete keyword documents whose segment row no longer exists; return how many.
+
+    Documents are indexed only after their rows commit and rows are deleted before their
+    documents, so a document without a row is always garbage: no grace period needed.
+    """
+    pruned, last = 0, 0
+    while ids := stores.keyword.ids(last, batch):
+        with stores.db.session(write=False) as s:
+            alive = set(s.scalars(select(Segment.id).where(Segment.id.in_(ids))))
+        dead = [i for i in ids if i not in alive]
+        if dead:
+            pruned += stores.keyword.delete(dead)
+        last = ids[-1]
+    return pruned

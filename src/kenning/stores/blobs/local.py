@@ -10,7 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from kenning.stores.blobs.protocol import validate_key
+from kenning.stores.blobs.protocol import is_key, validate_key
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: temp files are swept by age alone
+    fcntl = None  # type: ignore[assignment]
 
 _CHUNK = 1 << 20
 
@@ -38,7 +43,7 @@ class LocalBlobStore:
     def put(self, data: bytes) -> str:
         """Store ``data``; return its sha256 hex key. Re-putting known bytes is a no-op."""
         key = hashlib.sha256(data).hexdigest()
-        if self.exists(key):
+        if self._touch(key):
             return key
         with self._temp_file() as (fh, tmp):
             fh.write(data)
@@ -54,7 +59,7 @@ class LocalBlobStore:
                     digest.update(chunk)
                     fh.write(chunk)
             key = digest.hexdigest()
-            if not self.exists(key):
+            if not self._touch(key):
                 self._install(fh, tmp, key)
         return key
 
@@ -90,10 +95,48 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise KeyError(key) from None
 
+    def scan(self, older_than: float) -> Iterator[str]:
+        """Keys whose file was last put before ``older_than`` (POSIX seconds)."""
+        for first in self.root.iterdir():
+            if first == self._tmp or not first.is_dir():
+                continue
+            for path in first.glob("*/*"):
+                try:
+                    old = path.stat().st_mtime < older_than
+                except FileNotFoundError:
+                    continue  # deleted while we looked
+                if old and is_key(path.name):
+                    yield path.name
+
+    def sweep_temp(self, older_than: float) -> int:
+        """Remove temporary files of writes that never finished (a crash mid-put).
+
+        A write in progress holds an exclusive ``flock`` on its temporary file (released
+        by the kernel when its process dies), so only abandoned files are removed, whatever
+        ``older_than`` says.
+        """
+        removed = 0
+        for path in self._tmp.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < older_than and _abandoned(path):
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def _touch(self, key: str) -> bool:
+        """Refresh the age of stored bytes; ``False`` if they are not stored."""
+        try:
+            os.utime(self.path_for(key))
+        except FileNotFoundError:
+            return False
+        return True
+
     @contextlib.contextmanager
     def _temp_file(self) -> Iterator[tuple[BinaryIO, Path]]:
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         tmp = Path(name)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # "in progress" for sweep_temp
         try:
             with os.fdopen(fd, "wb") as fh:
                 yield fh, tmp
@@ -108,6 +151,20 @@ class LocalBlobStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether no live writer holds the temporary file (always true without flock)."""
+    if fcntl is None:
+        return True
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -8,6 +8,7 @@ yields the same key and costs nothing. The embedded implementation is a local fo
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -20,6 +21,11 @@ class InvalidBlobKey(BadInput, ValueError):
     """A key that is not 64 lowercase hex characters (e.g. a path traversal attempt)."""
 
     code = "invalid_blob_key"
+
+
+def is_key(name: str) -> bool:
+    """Whether ``name`` is a well-formed blob key (64 lowercase hex characters)."""
+    return _KEY_RE.fullmatch(name) is not None
 
 
 def validate_key(key: str) -> str:
@@ -43,11 +49,23 @@ class BlobStore(Protocol):
     """
 
     def put(self, data: bytes) -> str:
-        """Store ``data`` atomically and durably; return its sha256 hex key (idempotent)."""
+        """Store ``data`` atomically and durably; return its sha256 hex key (idempotent).
+
+        Putting bytes that are already stored refreshes their age (see :meth:`scan`), so
+        a collector's grace period counts from the last put.
+        """
         ...
 
     def put_file(self, path: Path) -> str:
         """Stream the file at ``path`` into the store; same key as ``put(path.read_bytes())``."""
+        ...
+
+    def scan(self, older_than: float) -> Iterator[str]:
+        """Keys whose last put is older than ``older_than`` (POSIX seconds), in any order."""
+        ...
+
+    def sweep_temp(self, older_than: float) -> int:
+        """Remove partial writes abandoned before ``older_than`` (a crash); return how many."""
         ...
 
     def get(self, key: str) -> bytes:

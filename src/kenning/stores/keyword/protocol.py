@@ -69,3 +69,10 @@ class KeywordIndex(Protocol):
     def count(self, tenant_id: str) -> int:
         """Number of the tenant's documents."""
         ...
+
+    def ids(self, after: int, limit: int) -> list[int]:
+        """Up to ``limit`` document ids greater than ``after``, ascending (all tenants).
+
+        Lets a collector page through the index to drop documents whose rows are gone.
+        """
+        ...

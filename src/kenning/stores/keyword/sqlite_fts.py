@@ -160,6 +160,14 @@ class SQLiteKeywordIndex:
             ).fetchone()
         return int(row[0])
 
+    def ids(self, after: int, limit: int) -> list[int]:
+        """Up to ``limit`` document ids greater than ``after``, ascending."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id FROM keyword_doc WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def close(self) -> None:
         """Close the database connection."""
         with self._lock:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -96,6 +98,26 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def insert_ignore(
+    session: Session, table: Any, rows: list[dict[str, Any]], *,
+    update: dict[str, Any] | None = None, on: list[str] | None = None,
+) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` (or ``DO UPDATE SET update`` on ``on``).
+
+    One statement for SQLite and PostgreSQL; on PostgreSQL the conflicting row is locked
+    until the caller's transaction ends, which is what lock-then-check protocols rely on.
+    """
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).values(rows)
+    if update is not None:
+        statement = statement.on_conflict_do_update(index_elements=on, set_=update)
+    else:
+        statement = statement.on_conflict_do_nothing()
+    session.execute(statement)
 
 
 def alembic_config(url: str) -> Any:

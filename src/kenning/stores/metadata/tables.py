@@ -86,6 +86,7 @@ class Asset(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "sha256", name="uq_asset_tenant_sha256"),
         Index("ix_asset_tenant_created", "tenant_id", "created_at"),
+        Index("ix_asset_sha256", "sha256"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
@@ -208,18 +209,41 @@ class DerivedBlob(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     asset_id: Mapped[str] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(50))
-    blob_key: Mapped[str] = mapped_column(String(64))
+    blob_key: Mapped[str] = mapped_column(String(64), index=True)
 
 
 class FeatureCache(Base):
-    """Stage outputs by (content hash, processor, version): identical bytes reuse work."""
+    """Stage outputs by (tenant, content hash, processor, version): identical bytes reuse work.
+
+    Scoped to the tenant: a shared cache would tell tenant B (through ``cached`` and the
+    stage timings) that tenant A ingested the same file.
+    """
 
     __tablename__ = "feature_cache"
+    tenant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     processor: Mapped[str] = mapped_column(String(100), primary_key=True)
     version: Mapped[str] = mapped_column(String(100), primary_key=True)
     output: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BlobRef(Base):
+    """One row per stored blob: the lock and the clock of its lifetime.
+
+    Rows that reference content (``asset.sha256``, ``derived_blob.blob_key``) are the
+    references; this row is what a writer and the collector lock, so that "is it still
+    referenced?" and "delete the bytes" happen under one lock
+    (see :mod:`kenning.stores.blobs.lifetime`). ``released_at`` is set when a reference
+    may have gone (delete, replaced derivative, orphan found on disk) and cleared whenever a
+    writer holds the blob again; the collector deletes bytes only past a grace period.
+    """
+
+    __tablename__ = "blob_ref"
+    __table_args__ = (Index("ix_blob_ref_released", "released_at"),)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class WebhookDelivery(Base):

@@ -62,3 +62,51 @@ def test_key_is_the_digest_of_a_stream(tmp_path: Path) -> None:
     source = tmp_path / "big.bin"
     source.write_bytes(data)
     assert LocalBlobStore(tmp_path / "s").put_file(source) == hashlib.sha256(data).hexdigest()
+
+
+def test_sweep_temp_removes_partial_writes_of_a_crash_after_their_age(tmp_path: Path) -> None:
+    import os
+    import time
+
+    store = LocalBlobStore(tmp_path)
+    partial = tmp_path / ".tmp" / "put-crashed"
+    partial.write_bytes(b"half a file")
+    fresh = tmp_path / ".tmp" / "put-inflight"
+    fresh.write_bytes(b"being written")
+    os.utime(partial, (time.time() - 100, time.time() - 100))
+    assert store.sweep_temp(time.time() - 50) == 1
+    assert not partial.exists() and fresh.exists()
+    assert list(store.scan(time.time() + 1)) == []  # temp files are never blobs
+
+
+def test_sweep_temp_never_removes_a_write_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from kenning.stores.blobs import local
+
+    store = LocalBlobStore(tmp_path)
+    source = tmp_path / "big.bin"
+    source.write_bytes(b"y" * 100)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_open(path: Path, mode: str = "r") -> object:
+        handle = open(path, mode)  # noqa: SIM115 - handed to the store, which closes it
+        if path == source:
+            started.set()  # the temp file exists and the source is being read: mid-put
+            release.wait(5)
+        return handle
+
+    monkeypatch.setattr(local, "open", slow_open, raising=False)
+    writer = threading.Thread(target=store.put_file, args=(source,))
+    writer.start()
+    try:
+        assert started.wait(5)
+        assert len(list((tmp_path / ".tmp").iterdir())) == 1
+        assert store.sweep_temp(time.time() + 60) == 0  # held by the live writer
+    finally:
+        release.set()
+        writer.join(5)
+    assert store.get(hashlib.sha256(b"y" * 100).hexdigest()) == b"y" * 100
