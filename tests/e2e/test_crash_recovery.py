@@ -105,6 +105,13 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
                 StageRun.state.not_in(("succeeded", "failed", "skipped"))))
         assert unfinished and unfinished > 0, "the kill must land mid-processing"
 
+        # Besides what the kill itself left, plant exactly what a kill leaves: bytes put
+        # whose transaction never ran, and a partial write in the temp folder.
+        from kenning.stores.blobs import LocalBlobStore
+
+        LocalBlobStore(data_dir / "blobs").put(b"bytes whose ingest never committed")
+        (data_dir / "blobs" / ".tmp" / "put-killed").write_bytes(b"half a file")
+
         server = _serve(data_dir, port)
         wait_ready(url, alive=lambda: server.poll() is None)
         # The client re-sends everything: what was accepted comes back as a duplicate.
@@ -159,3 +166,28 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=30)
+    _collector_agrees_with_the_database(data_dir, database, tenant, chunks)
+
+
+def _collector_agrees_with_the_database(
+    data_dir: Path, database: Database, tenant: str, chunks: int
+) -> None:
+    """What the kills left behind (bytes whose transaction never committed, partial
+    writes in .tmp) goes with the collector; then blobs, rows and indexes agree."""
+    from kenning.stores.blobs import LocalBlobStore
+    from kenning.stores.blobs.lifetime import BlobCollector
+    from kenning.stores.keyword import SQLiteKeywordIndex
+    from kenning.stores.metadata.tables import DerivedBlob
+
+    blobs = LocalBlobStore(data_dir / "blobs")
+    with database.session(write=False) as s:
+        referenced = set(s.scalars(select(Asset.sha256))) | set(
+            s.scalars(select(DerivedBlob.blob_key)))
+    left = {p.name for p in (data_dir / "blobs").glob("??/??/*")} - referenced
+    temp = list((data_dir / "blobs" / ".tmp").iterdir())
+    result = BlobCollector(database, blobs, grace_s=0).collect()
+    assert result.deleted == len(left) and result.temp_removed == len(temp)
+    assert {p.name for p in (data_dir / "blobs").glob("??/??/*")} == referenced
+    assert list((data_dir / "blobs" / ".tmp").iterdir()) == []
+    assert len(referenced) >= 200 + 8  # every asset's bytes and every thumbnail
+    assert SQLiteKeywordIndex(data_dir / "indexes" / "keyword.db").count(tenant) == chunks
