@@ -216,3 +216,17 @@ def test_k_limits_results(index: KeywordIndex) -> None:
 def test_data_survives_reopen(factory: KeywordIndexFactory, tmp_path: Path) -> None:
     factory(tmp_path).upsert([KeywordDoc(1, "t1", "a1", "blizzard closes airport")])
     assert ids(factory(tmp_path).search("t1", "blizzard", 5)) == [1]
+
+
+def test_ids_pages_through_every_tenant_in_order(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(5, "t2", "a", "five"), KeywordDoc(3, "t1", "b", "three")])
+    everything = index.ids(0, 1000)
+    assert everything == sorted(everything) and {3, 5} <= set(everything)
+    pages, last = [], 0
+    while page := index.ids(last, 2):
+        assert len(page) <= 2
+        pages.extend(page)
+        last = page[-1]
+    assert pages == everything
+    index.delete([3])
+    assert 3 not in index.ids(0, 1000)
