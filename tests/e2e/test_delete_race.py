@@ -60,11 +60,13 @@ def test_delete_racing_ingest_of_the_same_bytes_loses_nothing(racing: Api) -> No
             api.wait()  # deletes of finished assets; odd rounds race the pipeline too
         barrier = threading.Barrier(2)
 
-        def delete(asset_id: str) -> None:
+        def delete(barrier: threading.Barrier, asset_id: str) -> None:
             barrier.wait()
             assert api.client.delete(f"/v1/assets/{asset_id}", headers=owner).status_code == 204
 
-        def ingest(headers: dict[str, str], data: bytes) -> tuple[dict[str, str], dict]:
+        def ingest(barrier: threading.Barrier, headers: dict[str, str], data: bytes) -> (
+            tuple[dict[str, str], dict]
+        ):
             barrier.wait()
             r = api.client.post("/v1/assets", headers=headers,
                                 files={"file": ("story.txt", data)})
@@ -75,8 +77,8 @@ def test_delete_racing_ingest_of_the_same_bytes_loses_nothing(racing: Api) -> No
             for i, (asset_id, data) in enumerate(zip(first, items, strict=True)):
                 # Mostly another tenant; every fourth pair races within the same tenant.
                 headers = owner if i % 4 == 3 else other
-                gone = pool.submit(delete, asset_id)
-                result = pool.submit(ingest, headers, data)
+                gone = pool.submit(delete, barrier, asset_id)
+                result = pool.submit(ingest, barrier, headers, data)
                 gone.result()
                 who, body = result.result()
                 deleted.add(asset_id)
@@ -85,7 +87,6 @@ def test_delete_racing_ingest_of_the_same_bytes_loses_nothing(racing: Api) -> No
                 else:
                     # Linearised before the delete: it names the asset the delete removed.
                     assert body["duplicate_of"] == asset_id and who is owner
-        barrier.abort()
     api.wait()
 
     assert accepted, "no ingest was accepted as new"

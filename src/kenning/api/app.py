@@ -9,11 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kenning import __version__
-from kenning.api.errors import install_error_handlers
+from kenning.api.errors import error_responses, install_error_handlers
 from kenning.api.middleware import install_middleware
+from kenning.api.openapi import install_openapi
 from kenning.api.routes import admin, assets, ops, search
+from kenning.api.schemas import AssetIn, BatchIn
 from kenning.container import Kenning
 from kenning.observability.metrics import register_queue_collector
+from kenning.services.similarity import SimilarRequest
 from kenning.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,11 @@ def create_app(kenning: Kenning | None = None, settings: Settings | None = None)
     )
     app.state.kenning = kenning
     install_error_handlers(app)
-    install_middleware(app, kenning.settings.max_upload_bytes)
-    for module in (ops, assets, search, admin):
+    install_middleware(app, kenning.settings)
+    for module in (ops, assets, search):
         app.include_router(module.router)
+    # admin.py declares no error answers of its own: every admin route authenticates.
+    app.include_router(admin.router, responses=error_responses(401, 422))
+    # Bodies these routes parse themselves, described here so every $ref resolves.
+    install_openapi(app, [AssetIn, BatchIn, SimilarRequest])
     return app

@@ -1,22 +1,150 @@
-"""Reading request bodies the same way on every route: size-capped files, strict JSON."""
+"""Reading request bodies the same way on every route: strict JSON, checked forms, capped files.
+
+Strict JSON is the one JSON dialect the API speaks, for bodies it parses itself
+(:func:`json_body`) and for bodies FastAPI parses (:class:`StrictJSONRoute`): RFC 8259
+without NaN/Infinity, without lone surrogates, nested at most 1024 deep (orjson's
+bound), and with no U+0000 in any string (PostgreSQL refuses it in text). Form fields
+follow the same string rule. The byte size of every body is bounded while it streams
+in (:mod:`kenning.api.middleware`), before any of this runs.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request
-from starlette.datastructures import FormData, UploadFile
+import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.datastructures import FormData, Headers, UploadFile
+from starlette.exceptions import HTTPException
 
-from kenning.errors import BadInput, EmptyContent, TooLarge
+from kenning.errors import BadInput, EmptyContent, TooLarge, UnsupportedMedia
+from kenning.ingest.metadata import check_string
+
+_NUL_ESCAPE = b"\\u0000"
 
 
-async def read_upload(upload: UploadFile, limit: int) -> bytes:
-    """The file's bytes; refuses (413) past ``limit`` without reading further."""
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"file exceeds the {limit} byte limit", code="file_too_large")
-    return data
+# --- content types -----------------------------------------------------------------------
+def media_type(headers: Headers) -> str:
+    """The request's media type, lower case, without parameters ('' when absent)."""
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def is_multipart(kind: str) -> bool:
+    return kind == "multipart/form-data"
+
+
+def is_json(kind: str) -> bool:
+    """JSON, or no content type at all (read as JSON, as the API always has)."""
+    return not kind or kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+# --- strict JSON -------------------------------------------------------------------------
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as strict JSON; :class:`json.JSONDecodeError` (orjson's subclass) if not."""
+    value = orjson.loads(raw)
+    # A U+0000 can only arrive as the escape \\u0000 (raw control bytes are invalid JSON),
+    # so values without that byte sequence need no walk.
+    if _NUL_ESCAPE in raw:
+        _refuse_nul(value, raw)
+    return value
+
+
+def _refuse_nul(value: Any, raw: bytes) -> None:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            strings: list[Any] = list(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            strings = []
+            stack.extend(node)
+        else:
+            strings = [node]
+        if any(isinstance(s, str) and "\x00" in s for s in strings):
+            raise json.JSONDecodeError("strings must not contain U+0000",
+                                       raw.decode("utf-8", "replace"), raw.find(_NUL_ESCAPE))
+
+
+async def json_body(request: Request) -> Any:
+    """The parsed strict-JSON body: ``empty_content``, ``invalid_json`` (422) or 415."""
+    kind = media_type(request.headers)
+    if not is_json(kind):
+        raise UnsupportedMedia(f"send application/json, not {kind!r}",
+                               code="unsupported_content_type")
+    raw = await request.body()
+    if not raw.strip():
+        raise EmptyContent("the request body is empty")
+    try:
+        return parse_json(raw)
+    except json.JSONDecodeError as exc:
+        raise invalid_json(exc.msg, exc.pos) from exc
+
+
+STRICT_JSON = ("the API reads strict JSON: no NaN or Infinity, no lone surrogates, "
+               "no U+0000, nesting at most 1024 deep")
+
+
+def invalid_json(reason: str, pos: object) -> BadInput:
+    return BadInput(f"invalid JSON at byte {pos}: {reason} ({STRICT_JSON})", code="invalid_json")
+
+
+class StrictJSONRequest(Request):
+    """A request whose ``.json()`` is the strict parser."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """Routes whose JSON bodies FastAPI parses use the strict parser too.
+
+    FastAPI turns the parser's :class:`json.JSONDecodeError` into a validation error,
+    which :mod:`kenning.api.errors` answers as 422 ``invalid_json``.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler
+
+
+# --- forms and files ---------------------------------------------------------------------
+async def read_form(request: Request, *, max_part_bytes: int = 1024 * 1024) -> FormData:
+    """The multipart form (one file at most) with every text field and filename checked.
+
+    Framing errors are ``invalid_multipart`` (422); a text field past ``max_part_bytes``
+    is ``field_too_large`` (413). Strings follow the strict-JSON rule (no U+0000).
+    """
+    try:
+        form = await request.form(max_files=1, max_fields=50, max_part_size=max_part_bytes)
+    except HTTPException as exc:  # Starlette's answer to a MultiPartException
+        if "maximum size" in str(exc.detail):
+            raise TooLarge(f"a form field exceeds {max_part_bytes} bytes",
+                           code="field_too_large") from exc
+        raise BadInput(f"malformed multipart body: {exc.detail}",
+                       code="invalid_multipart") from exc
+    for name, value in form.multi_items():
+        check_string(name, code="invalid_request", where="form field names")
+        text = (value.filename or "") if isinstance(value, UploadFile) else value
+        check_string(text, code="invalid_request", where=f"form field {name!r}")
+    return form
+
+
+def form_text(form: FormData, name: str) -> str | None:
+    """A text field of the form; absent or empty is ``None``."""
+    value = form.get(name)
+    return value if isinstance(value, str) and value else None
 
 
 def file_part(form: FormData) -> UploadFile:
@@ -26,12 +154,9 @@ def file_part(form: FormData) -> UploadFile:
     return upload
 
 
-async def json_body(request: Request) -> Any:
-    """The parsed JSON body; an empty body is ``empty_content``, bad JSON ``invalid_json``."""
-    raw = await request.body()
-    if not raw.strip():
-        raise EmptyContent("the request body is empty")
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"invalid JSON: {exc.msg}", code="invalid_json") from exc
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The file's bytes; refuses (413) past ``limit`` without reading further."""
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"file exceeds the {limit} byte limit", code="file_too_large")
+    return data

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kenning.errors import Backpressure, BadInput, KenningError
+from kenning.ingest.metadata import validate_metadata
 from kenning.ingest.sniff import sniff
 from kenning.ingest.urlfetch import check_url_allowed, fetch_url
 from kenning.ingest.validate import validate_upload
@@ -90,7 +91,7 @@ class IngestService:
     def ingest_url(self, who: Principal, url: str, req: IngestRequest) -> IngestResult:
         with _counting_rejections():
             fetched = fetch_url(url, self.settings)
-        name = req.filename or fetched.final_url.rstrip("/").rsplit("/", 1)[-1] or None
+        name = req.filename or fetched.final_url.rstrip("/").rsplit("/", 1)[-1][:500] or None
         req = IngestRequest(name, req.title, req.external_id, req.metadata, req.callback_url)
         return self.ingest_bytes(who, fetched.data, req, source="url", source_url=url)
 
@@ -99,6 +100,7 @@ class IngestService:
         self, who: Principal, data: bytes, req: IngestRequest, source: str,
         source_url: str | None, force_text: bool,
     ) -> IngestResult:
+        metadata = validate_metadata(req.metadata, self.settings)
         if req.callback_url:
             check_url_allowed(req.callback_url, self.settings)
         # Cheap answers first: a duplicate needs no decode, and a refused tenant should
@@ -117,7 +119,7 @@ class IngestService:
         # them under the blob's row lock inside it, so a concurrent delete of the same
         # bytes in any tenant cannot collect them from under this asset.
         self.stores.blobs.put(data)
-        meta = dict(req.metadata or {})
+        meta = dict(metadata)
         if checked.width is not None:
             meta.update(width=checked.width, height=checked.height)
         try:

@@ -10,15 +10,16 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from kenning.errors import NotFound
+from kenning.ingest.metadata import sanitize_metadata
 from kenning.services.audit import record
 from kenning.services.scope import owned_asset
 from kenning.services.tenants import Principal
+from kenning.stores.blobs import lifetime
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
 from kenning.stores.metadata.tables import (
-    Asset,
     DerivedBlob,
     Embedding,
     Feature,
@@ -151,7 +152,8 @@ class AssetService:
                 id=a.id, kind=a.kind, status=a.status, sha256=a.sha256, mime=a.mime,
                 bytes=a.bytes, source=a.source, source_url=a.source_url, filename=a.filename,
                 external_id=a.external_id, title=a.title, language=a.language,
-                metadata=a.meta or {}, created_at=a.created_at, features=features,
+                metadata=sanitize_metadata(a.meta), created_at=a.created_at,
+                features=features,
                 derived=derived, job=self._job_view(s, job) if job else None,
                 webhook_deliveries=deliveries,
             )
@@ -198,7 +200,12 @@ class AssetService:
         return self.stores.blobs.get(key)
 
     def delete(self, who: Principal, asset_id: str) -> None:
-        """Remove the asset from the database, every index and (if unshared) blob storage."""
+        """Remove the asset from the database and every index; release its blobs.
+
+        The bytes themselves go with the blob collector, after its grace period and only
+        if no asset of any tenant references them by then (one owner of blob lifetime:
+        :mod:`kenning.stores.blobs.lifetime`).
+        """
         with self.stores.db.session() as s:
             a = owned_asset(s, who, asset_id)
             embeddings = list(
@@ -217,22 +224,15 @@ class AssetService:
             for table in (Embedding, Fingerprint, Segment, Feature, DerivedBlob):
                 s.execute(delete(table).where(table.asset_id == a.id))
             s.delete(a)
+            # (tenant, sha256) is unique: no other asset of this tenant has these bytes.
+            s.execute(delete(FeatureCache).where(FeatureCache.tenant_id == tenant,
+                                                 FeatureCache.sha256 == sha))
+            lifetime.release(s, [sha, *derived])
             record(s, tenant_id=tenant, actor=who.actor, action="asset.delete",
                    subject_type="asset", subject_id=asset_id, before=before)
-            shared = s.scalar(select(func.count()).select_from(Asset).where(Asset.sha256 == sha))
-            if not shared:
-                s.execute(delete(FeatureCache).where(FeatureCache.sha256 == sha))
         self.stores.keyword.delete_asset(tenant, asset_id)
         for emb_id, space, segment_id in embeddings:
             ns = vector_namespace(tenant, space, asset_level=segment_id is None)
             self.stores.vectors.remove(ns, [emb_id])
         for fp_id, algorithm in prints:
             self.stores.hashes.remove(hash_namespace(tenant, algorithm), [fp_id])
-        if not shared:
-            self.stores.blobs.delete(sha)
-            with self.stores.db.session(write=False) as s:
-                still_used = set(
-                    s.scalars(select(DerivedBlob.blob_key).where(DerivedBlob.blob_key.in_(derived)))
-                )
-            for key in set(derived) - still_used:
-                self.stores.blobs.delete(key)

@@ -8,15 +8,17 @@ anything deleted since it was indexed. Hits are grouped to the best segment per 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import ColumnElement, Numeric, and_, case, cast, exists, func, literal, select
 
 from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
+from kenning.ingest.metadata import check_key, check_string, sanitize_metadata
 from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.services.tenants import Principal
 from kenning.settings import Settings
@@ -31,10 +33,14 @@ class SearchMode(StrEnum):
 
 
 class SearchFilters(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     kind: list[str] | None = Field(None, description="Asset kinds, e.g. ['text', 'image'].")
     language: list[str] | None = Field(None, description="ISO 639-1 codes, e.g. ['en'].")
     metadata: dict[str, str | int | float | bool] | None = Field(
-        None, description="Exact matches on asset metadata fields."
+        None,
+        description="Exact, type-exact matches on top-level asset metadata fields (keys "
+        "follow the metadata key rule; a number matches any equal number).",
     )
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -42,6 +48,8 @@ class SearchFilters(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     query: str | None = Field(None, max_length=4000, description="Free text.")
     asset_id: str | None = Field(None, description="Find items like this asset (semantic).")
     image: str | None = Field(
@@ -87,6 +95,7 @@ class SearchService:
                 "cross-modal image search needs an image-text model, none is configured",
                 code="mode_unavailable",
             )
+        check_filters(req.filters)
         query = (req.query or "").strip()
         if not query and not req.asset_id:
             raise BadInput("give a query or an asset_id", code="empty_query")
@@ -141,7 +150,7 @@ class SearchService:
                     text=seg.text, highlight=keyword.get(seg.id, (0.0, None))[1],
                     score=round(score(seg.id), 6),
                     scores={k_: round(v, 6) for k_, v in fused[seg.id].items()},
-                    language=asset.language, metadata=asset.meta or {},
+                    language=asset.language, metadata=sanitize_metadata(asset.meta),
                 )
             )
             if len(out) >= req.limit:
@@ -203,13 +212,7 @@ class SearchService:
         if f.created_before:
             query = query.where(Asset.created_at < f.created_before)
         for key, value in (f.metadata or {}).items():
-            field = Asset.meta[key]
-            if isinstance(value, bool):
-                query = query.where(field.as_boolean() == value)
-            elif isinstance(value, int | float):
-                query = query.where(field.as_float() == float(value))
-            else:
-                query = query.where(field.as_string() == value)
+            query = query.where(metadata_match(self.stores.db.dialect, key, value))
         return query
 
     def _allowed_assets(self, who: Principal, f: SearchFilters) -> set[str] | None:
@@ -234,3 +237,53 @@ class SearchService:
         with self.stores.db.session(write=False) as s:
             rows = {seg.id: (seg, asset) for seg, asset in s.execute(query).tuples()}
         return [rows[i] for i in seg_ids if i in rows]
+
+
+def check_filters(f: SearchFilters) -> None:
+    """Metadata filter keys follow the metadata key rule; strings hold no U+0000."""
+    for key, value in (f.metadata or {}).items():
+        check_key(key, code="invalid_filter", what="metadata filter")
+        if isinstance(value, str):
+            check_string(value, code="invalid_filter", where=f"metadata filter {key!r}")
+
+
+def metadata_match(dialect: str, key: str, value: str | int | float | bool) -> (
+    ColumnElement[bool]
+):
+    """Top-level metadata field ``key`` equals ``value``, type for type.
+
+    A string matches only a string, a boolean only a boolean, a number any equal number.
+    A row whose stored JSON the database cannot read, or whose field has another type,
+    does not match; it never fails the query.
+    """
+    if dialect == "sqlite":
+        # json_each, not a JSON path: it compares keys unescaped (Python's json stores "ß"
+        # as "\u00df"). json_valid first: rows stored before metadata was validated may
+        # hold NaN, and SQLite's JSON functions refuse such a document outright.
+        doc = case((func.json_valid(Asset.meta) == 1, Asset.meta))
+        item = func.json_each(doc).table_valued("key", "type", "value").alias("item")
+        if isinstance(value, bool):
+            same = item.c.type == ("true" if value else "false")
+        elif isinstance(value, int | float):
+            same = and_(item.c.type.in_(("integer", "real")), item.c.value == float(value))
+        else:
+            same = and_(item.c.type == "text", item.c.value == value)
+        return exists(select(1).select_from(item).where(item.c.key == key, same))
+    field = Asset.meta[key]
+    if dialect == "postgresql":
+        kind = func.json_typeof(field)
+        if isinstance(value, bool):
+            return and_(kind == "boolean", field.as_string() == ("true" if value else "false"))
+        if isinstance(value, int | float):
+            # NUMERIC, not FLOAT: any JSON number casts, however large.
+            number = case((kind == "number", cast(field.as_string(), Numeric)))
+            return number == literal(Decimal(str(value)), Numeric())
+        return and_(kind == "string", field.as_string() == value)
+    match: ColumnElement[bool]
+    if isinstance(value, bool):
+        match = field.as_boolean() == value
+    elif isinstance(value, int | float):
+        match = field.as_float() == float(value)
+    else:
+        match = field.as_string() == value
+    return match

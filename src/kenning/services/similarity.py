@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from kenning.errors import BadInput
@@ -30,12 +30,14 @@ PDQ_BITS = 256
 
 
 class SimilarRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     asset_id: str | None = None
     text: str | None = Field(None, max_length=100_000)
     modality: str | None = Field(None, description="'image' or 'text'; inferred if omitted.")
     threshold: float | None = Field(
         None,
-        description="PDQ: largest Hamming distance (0-256); text: lowest cosine (0-1).",
+        description="PDQ: largest Hamming distance (0-256); text: lowest cosine (-1 to 1).",
     )
     limit: int = Field(20, ge=1, le=200)
 
@@ -134,6 +136,7 @@ class SimilarityService:
     def _by_text(
         self, who: Principal, text: str, req: SimilarRequest, *, exclude: str | None
     ) -> SimilarResponse:
+        self._text_threshold(req)  # before the model runs
         text = normalize_text(text)
         if not text:
             raise BadInput("the text is empty", code="empty_content")
@@ -144,8 +147,7 @@ class SimilarityService:
         self, who: Principal, vector: np.ndarray, req: SimilarRequest, *,
         exclude: str | None, query: dict[str, Any],
     ) -> SimilarResponse:
-        threshold = (req.threshold if req.threshold is not None
-                     else self.settings.text_similarity_threshold)
+        threshold = self._text_threshold(req)
         hits = self.stores.vectors.search(
             vector_namespace(who.tenant_id, self.embedder.model_id, asset_level=True),
             vector, req.limit + 1,
@@ -165,6 +167,14 @@ class SimilarityService:
         matches = self._matches(who, found, "text_semantic")
         return SimilarResponse(query={**query, "threshold": threshold},
                                matches=matches[: req.limit])
+
+    def _text_threshold(self, req: SimilarRequest) -> float:
+        threshold = (req.threshold if req.threshold is not None
+                     else self.settings.text_similarity_threshold)
+        if not -1.0 <= threshold <= 1.0:
+            raise BadInput("a text threshold is a cosine similarity from -1 to 1",
+                           code="bad_threshold")
+        return threshold
 
     def _matches(
         self, who: Principal, found: dict[str, tuple[float, dict[str, Any]]], method: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from kenning.api.deps import App
 from kenning.observability.metrics import REGISTRY
@@ -12,12 +13,27 @@ from kenning.observability.metrics import REGISTRY
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class Health(BaseModel):
+    status: str
 
 
-@router.get("/readyz", summary="Readiness: database, broker, indexes and workers")
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(
+        description="database, broker, indexes, workers: 'ok', 'disabled' or why not."
+    )
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz", response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: see the failing checks."}},
+    summary="Readiness: database, broker, indexes and workers",
+)
 def readyz(app: App) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -32,9 +48,15 @@ def readyz(app: App) -> JSONResponse:
     checks["indexes"] = "ok" if app.indexes_loaded else "loading"
     checks["workers"] = app.worker_state()
     ready = all(v in ("ok", "disabled") for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+    body = Readiness(ready=ready, checks=checks)
+    return JSONResponse(body.model_dump(), 200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics", response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {
+        "type": "string"}}}, "description": "Prometheus text exposition format."}},
+    summary="Prometheus metrics",
+)
 def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

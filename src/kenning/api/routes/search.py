@@ -5,37 +5,51 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from kenning.api.bodies import file_part, json_body, read_upload
+from kenning.api.bodies import (
+    StrictJSONRoute,
+    file_part,
+    is_multipart,
+    json_body,
+    media_type,
+    read_form,
+    read_upload,
+)
 from kenning.api.deps import App, Who
+from kenning.api.errors import error_responses
 from kenning.services.search import SearchRequest, SearchResponse
 from kenning.services.similarity import SimilarRequest, SimilarResponse
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(prefix="/v1", tags=["search"], route_class=StrictJSONRoute)
+
+_SIMILAR_DOC = {"requestBody": {"content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/SimilarRequest"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "threshold": {"type": "number", "description": "PDQ: 0-256; text: -1 to 1."},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 200},
+        "modality": {"type": "string"}}}},
+}, "required": True}}
 
 
 @router.post("/search", response_model=SearchResponse,
+             responses=error_responses(401, 404, 413, 422),
              summary="Keyword (BM25), semantic or hybrid (RRF) search with filters")
 def search(body: SearchRequest, app: App, who: Who) -> SearchResponse:
     return app.search.search(who, body)
 
 
 @router.post(
-    "/similar", response_model=SimilarResponse,
+    "/similar", response_model=SimilarResponse, openapi_extra=_SIMILAR_DOC,
+    responses=error_responses(401, 404, 413, 415, 422),
     summary="Near-duplicates (PDQ) and similar texts for an asset, a text or a file",
-    openapi_extra={"requestBody": {"content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/SimilarRequest"}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "threshold": {"type": "number"}, "limit": {"type": "integer"}}}},
-    }, "required": True}},
 )
 async def similar(request: Request, app: App, who: Who) -> SimilarResponse:
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_files=1)
-        data = await read_upload(file_part(form), app.settings.max_upload_bytes)
+    if is_multipart(media_type(request.headers)):
+        form = await read_form(request)
+        upload = file_part(form)
         fields = {k: v for k, v in form.items() if isinstance(v, str) and k != "file"}
         req = SimilarRequest.model_validate(fields)
+        data = await read_upload(upload, app.settings.max_upload_bytes)
         return await run_in_threadpool(app.similarity.similar, who, req, data)
     req = SimilarRequest.model_validate(await json_body(request))
     return await run_in_threadpool(app.similarity.similar, who, req, None)
