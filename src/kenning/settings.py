@@ -71,7 +71,22 @@ class Settings(BaseSettings):
     )
     max_queued_stages: int = Field(
         10_000,
-        description="Backpressure bound: ingest answers 429 when more stages wait than this.",
+        description="Backpressure bound for all tenants together: once this many stages "
+        "wait, a tenant gets 429 when it holds at least its fair share (this bound divided "
+        "by the number of tenants with waiting work).",
+    )
+    max_queued_stages_per_tenant: int | None = Field(
+        None,
+        description="Backpressure bound of one tenant (429 past it, whatever the others "
+        "do); default: max_queued_stages.",
+    )
+    blob_gc_grace_s: float = Field(
+        3600.0,
+        description="Blobs no asset references any more (deleted, replaced, left by a "
+        "crash) are removed this long after they were released or last written.",
+    )
+    blob_gc_interval_s: float = Field(
+        600.0, description="How often the blob collector runs (also once at start)."
     )
     retry_after_s: int = Field(5, description="Retry-After seconds sent with a 429.")
 
@@ -81,8 +96,31 @@ class Settings(BaseSettings):
         80_000_000, description="Largest accepted width*height, checked from the header (413)."
     )
     max_image_side: int = Field(20_000, description="Largest accepted image side in pixels.")
+    decode_pixel_budget: int = Field(
+        80_000_000,
+        description="Process-wide budget of pixels (width*height) being decoded at once; "
+        "further decodes wait for room. Bounds decode memory (PIL keeps colour at 4 bytes "
+        "per pixel: the default is ~320 MB); one image larger than the whole budget still "
+        "decodes, alone.",
+    )
+    decode_wait_s: float = Field(
+        10.0,
+        description="How long an upload waits for decode_pixel_budget before ingest answers "
+        "429 with Retry-After (pipeline workers wait as long as it takes).",
+    )
     max_text_chars: int = Field(1_000_000, description="Largest accepted text length (413).")
     max_batch_items: int = Field(100, description="Most items in one POST /v1/assets/batch.")
+    max_json_bytes: int = Field(
+        16 * 1024 * 1024,
+        description="Largest JSON request body, counted while it streams in (413 "
+        "body_too_large). The default admits a text at max_text_chars even with every "
+        "character \\u-escaped (up to 12 bytes each) plus metadata; raise it with "
+        "max_text_chars.",
+    )
+    max_metadata_bytes: int = Field(
+        64 * 1024,
+        description="Largest asset metadata object, as compact JSON (413 metadata_too_large).",
+    )
     url_fetch_timeout_s: float = Field(15.0, description="Timeout for URL ingest fetches.")
     url_max_redirects: int = Field(3, description="Redirects followed by URL ingest.")
     allow_private_urls: bool = Field(

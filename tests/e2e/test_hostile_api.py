@@ -220,3 +220,18 @@ def test_a_chunked_body_past_the_limit_is_refused_while_streaming(
     assert sent < total // 4  # the server answered long before the body ended
     assert _footprint(api) == before
     assert api.client.get("/healthz").status_code == 200
+
+
+def test_another_tenants_asset_id_is_not_found_on_search_even_beside_a_query(
+    api: Api, assets: dict[str, str]
+) -> None:
+    other = api.new_tenant("search-nosy")
+    for body in ({"asset_id": assets["plain"]},
+                 {"asset_id": assets["plain"], "query": "quokka", "mode": "keyword"}):
+        r = api.client.post("/v1/search", headers=other, json=body)
+        assert r.status_code == 404, (body, r.text)
+        assert r.json()["error"]["code"] == "not_found"
+    mine = api.client.post("/v1/search", headers=api.headers, json={
+        "asset_id": assets["plain"], "query": "quokka", "mode": "keyword"}).json()["hits"]
+    assert assets["old"] in {h["asset_id"] for h in mine}
+    assert assets["plain"] not in {h["asset_id"] for h in mine}  # the query asset is excluded

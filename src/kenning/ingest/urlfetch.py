@@ -1,4 +1,4 @@
-"""SSRF-safe fetching for URL ingest, and the same address check for webhook targets.
+"""SSRF-safe fetching for URL ingest, and the same guard for webhook deliveries.
 
 Every hop (the first URL and each redirect) is vetted the same way: the scheme must be
 http or https; the host is resolved and *every* address it resolves to must be public
@@ -8,8 +8,9 @@ an IPv6 form that embeds such an IPv4 address: mapped, 6to4, Teredo, NAT64).
 DNS rebinding is defeated by pinning: the connection goes to the address that was
 vetted, never to a second lookup. The pin sits in the socket layer (an httpcore network
 backend), so the URL, the ``Host`` header, TLS SNI and certificate verification all keep
-the real host name. Proxies from the environment are ignored (a proxy would resolve the
-name itself).
+the real host name. When a name has several (vetted) addresses they are tried in order.
+Proxies from the environment are ignored (a proxy would resolve the name itself).
+:func:`fetch_url` (URL ingest) and :func:`post_url` (webhooks) share all of this.
 
 The body is streamed and abandoned past ``max_upload_bytes``; ``url_fetch_timeout_s``
 bounds the whole fetch, redirects included. A stalled read is noticed after at most one
@@ -22,6 +23,7 @@ import ipaddress
 import socket
 import time
 import typing
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ import httpx
 from kenning.errors import FetchFailed, TooLarge, UrlNotAllowed
 from kenning.settings import Settings
 
-__all__ = ["Fetched", "check_url_allowed", "fetch_url", "is_public_address"]
+__all__ = ["Fetched", "check_url_allowed", "fetch_url", "is_public_address", "post_url"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -57,7 +59,7 @@ class Fetched:
 class _Target:
     url: httpx.URL
     host: str
-    ip: str
+    ips: tuple[str, ...]
 
 
 def is_public_address(ip: IPAddress) -> bool:
@@ -111,6 +113,30 @@ def fetch_url(url: str, settings: Settings) -> Fetched:
     )
 
 
+def post_url(
+    url: str, body: bytes, headers: Mapping[str, str], settings: Settings, *, timeout_s: float
+) -> int:
+    """POST ``body`` to ``url`` under the same guard as :func:`fetch_url`; returns the status.
+
+    The host is vetted and the connection pinned to the vetted address; redirects are
+    not followed (a 3xx status is returned as it is) and the response body is never read.
+    ``timeout_s`` bounds the lookup and the exchange. Raises :class:`UrlNotAllowed` or
+    :class:`FetchFailed` (network error, timeout).
+    """
+    deadline = time.monotonic() + timeout_s
+    target = _vet(_parse(url), settings, deadline)
+    try:
+        with (
+            _pinned_client(target, deadline, headers) as client,
+            client.stream("POST", target.url, content=body) as response,
+        ):
+            return response.status_code
+    except httpx.TimeoutException as exc:
+        raise FetchFailed("request timed out", code="fetch_timeout") from exc
+    except httpx.HTTPError as exc:
+        raise FetchFailed(f"request failed: {exc}") from exc
+
+
 def _parse(url: str | httpx.URL) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
@@ -131,7 +157,7 @@ def _vet(url: httpx.URL, settings: Settings, deadline: float) -> _Target:
         for ip in addresses:
             if not is_public_address(ip):
                 raise UrlNotAllowed(f"{host} resolves to a non-public address ({ip})")
-    return _Target(url=url, host=host, ip=str(addresses[0]))
+    return _Target(url=url, host=host, ips=tuple(str(ip) for ip in addresses))
 
 
 def _resolve(host: str, port: int, deadline: float) -> list[IPAddress]:
@@ -159,17 +185,10 @@ def _resolve(host: str, port: int, deadline: float) -> list[IPAddress]:
 def _get(target: _Target, settings: Settings, deadline: float) -> Fetched | httpx.URL:
     """One request: a :class:`Fetched` body, or the next URL when redirected."""
     limit = settings.max_upload_bytes
-    timeout = httpx.Timeout(max(deadline - time.monotonic(), 0.01))
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     try:
         with (
-            httpx.Client(
-                transport=_PinnedTransport(target.host, target.ip),
-                timeout=timeout,
-                follow_redirects=False,
-                trust_env=False,
-                headers=headers,
-            ) as client,
+            _pinned_client(target, deadline, headers) as client,
             client.stream("GET", target.url) as response,
         ):
             if response.status_code in _REDIRECT_STATUSES:
@@ -202,16 +221,29 @@ def _get(target: _Target, settings: Settings, deadline: float) -> Fetched | http
         raise FetchFailed(f"fetch failed: {exc}") from exc
 
 
+def _pinned_client(
+    target: _Target, deadline: float, headers: Mapping[str, str]
+) -> httpx.Client:
+    """A client that only reaches ``target``'s vetted addresses: no proxy, no redirects."""
+    return httpx.Client(
+        transport=_PinnedTransport(target.host, target.ips),
+        timeout=httpx.Timeout(max(deadline - time.monotonic(), 0.01)),
+        follow_redirects=False,
+        trust_env=False,
+        headers=dict(headers),
+    )
+
+
 def _too_large(limit: int) -> TooLarge:
     return TooLarge(f"remote body exceeds {limit} bytes", code="file_too_large", limit=limit)
 
 
 class _PinnedBackend(httpcore.NetworkBackend):
-    """Opens TCP connections to the vetted address only, whatever DNS says now."""
+    """Opens TCP connections to the vetted addresses only, whatever DNS says now."""
 
-    def __init__(self, host: str, ip: str) -> None:
+    def __init__(self, host: str, ips: tuple[str, ...]) -> None:
         self._host = host
-        self._ip = ip
+        self._ips = ips
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(
@@ -224,13 +256,19 @@ class _PinnedBackend(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         if host != self._host:
             raise httpcore.ConnectError(f"connection to unvetted host {host!r} refused")
-        return self._inner.connect_tcp(
-            self._ip,
-            port,
-            timeout=timeout,
-            local_address=local_address,
-            socket_options=socket_options,
-        )
+        failure: Exception = httpcore.ConnectError(f"{host} has no vetted address")
+        for ip in self._ips:
+            try:
+                return self._inner.connect_tcp(
+                    ip,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        raise failure
 
     def connect_unix_socket(
         self,
@@ -247,10 +285,10 @@ class _PinnedBackend(httpcore.NetworkBackend):
 class _PinnedTransport(httpx.HTTPTransport):
     """httpx's transport with its connection pool dialling through :class:`_PinnedBackend`."""
 
-    def __init__(self, host: str, ip: str) -> None:
+    def __init__(self, host: str, ips: tuple[str, ...]) -> None:
         super().__init__(trust_env=False)
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
             max_connections=1,
-            network_backend=_PinnedBackend(host, ip),
+            network_backend=_PinnedBackend(host, ips),
         )

@@ -12,6 +12,9 @@ from sqlalchemy.orm import Session
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import AuditEvent
 
+MAX_LIMIT = 1000
+"""Most events one listing returns."""
+
 
 class AuditEntry(BaseModel):
     id: int
@@ -52,12 +55,16 @@ class AuditService:
         self, tenant_id: str, *, action: str | None = None, subject_id: str | None = None,
         limit: int = 100,
     ) -> list[AuditEntry]:
+        """The tenant's events, newest first; ``limit`` is clamped to 1..:data:`MAX_LIMIT`.
+
+        (A negative SQL ``LIMIT`` would mean "no limit" on SQLite.)
+        """
         query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
         if action:
             query = query.where(AuditEvent.action == action)
         if subject_id:
             query = query.where(AuditEvent.subject_id == subject_id)
-        query = query.order_by(AuditEvent.id.desc()).limit(min(limit, 1000))
+        query = query.order_by(AuditEvent.id.desc()).limit(min(max(limit, 1), MAX_LIMIT))
         with self.db.session(write=False) as s:
             return [
                 AuditEntry(

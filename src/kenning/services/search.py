@@ -99,6 +99,11 @@ class SearchService:
         query = (req.query or "").strip()
         if not query and not req.asset_id:
             raise BadInput("give a query or an asset_id", code="empty_query")
+        if req.asset_id is not None:
+            # Always checked, also when a query leaves the id only as an exclusion: an id of
+            # another tenant is "not found", never silently accepted.
+            with self.stores.db.session(write=False) as s:
+                owned_asset(s, who, req.asset_id)
         mode = req.mode if query else SearchMode.SEMANTIC
         filters = req.filters
         if req.modalities and not filters.kind:

@@ -68,7 +68,8 @@ class SimilarityService:
         if upload is not None:
             if sniff(upload).kind == MediaKind.IMAGE:
                 # safe_open_image applies every upload guard; decode once, not twice.
-                code, quality = pdq_hash(safe_open_image(upload, self.settings))
+                code, quality = pdq_hash(safe_open_image(upload, self.settings,
+                                                         wait_s=self.settings.decode_wait_s))
                 return self._by_pdq(who, code, req, exclude=None,
                                     query={"upload": "image", "pdq_quality": quality})
             validate_upload(upload, self.settings)  # text limits

@@ -4,6 +4,11 @@ Signature: ``X-Kenning-Signature: sha256=<hex>`` where hex is HMAC-SHA256 with t
 tenant's webhook secret over ``"<X-Kenning-Timestamp>.<raw body>"``. Receivers should
 reject stale timestamps. Each attempt is recorded on the delivery row, which
 ``GET /v1/assets/{id}`` shows.
+
+The POST goes through :func:`kenning.ingest.urlfetch.post_url`, the SSRF guard of URL
+ingest: the target is vetted on every attempt and the connection pinned to the vetted
+address (no DNS rebinding to loopback), proxies from the environment are ignored,
+redirects are not followed and the receiver's response body is never read.
 """
 
 from __future__ import annotations
@@ -14,9 +19,7 @@ import json
 import logging
 import time
 
-import httpx
-
-from kenning.ingest.urlfetch import check_url_allowed
+from kenning.ingest.urlfetch import post_url
 from kenning.observability.metrics import WEBHOOKS
 from kenning.settings import Settings
 from kenning.stores.metadata import Database
@@ -58,19 +61,16 @@ class WebhookService:
         ts = str(int(time.time()))
         status, error = None, None
         try:
-            check_url_allowed(url, self.settings)
-            response = httpx.post(
-                url, content=body, timeout=self.settings.webhook_timeout_s,
-                follow_redirects=False,
-                headers={
-                    "Content-Type": "application/json",
-                    "User-Agent": "kenning-webhooks/1",
-                    "X-Kenning-Delivery": delivery_id,
-                    "X-Kenning-Timestamp": ts,
-                    "X-Kenning-Signature": sign(secret, ts, body),
-                },
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "kenning-webhooks/1",
+                "X-Kenning-Delivery": delivery_id,
+                "X-Kenning-Timestamp": ts,
+                "X-Kenning-Signature": sign(secret, ts, body),
+            }
+            status = post_url(
+                url, body, headers, self.settings, timeout_s=self.settings.webhook_timeout_s
             )
-            status = response.status_code
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except Exception as exc:

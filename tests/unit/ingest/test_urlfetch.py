@@ -22,15 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpcore
 import httpx
 import pytest
 
 from kenning.errors import FetchFailed, TooLarge, UrlNotAllowed
 from kenning.ingest.urlfetch import Fetched, check_url_allowed, fetch_url, is_public_address
 from kenning.settings import Settings
+from tests.fixtures.net import PUBLIC_IP, Net, fake_network
 
-PUBLIC_IP = "93.184.216.34"
 BODY = b"\x89PNG\r\n\x1a\n pretend image bytes"
 
 
@@ -124,48 +123,9 @@ def server() -> Iterator[Server]:
     yield from _serve()
 
 
-@dataclass
-class Net:
-    """Stub DNS for ``*.test`` names, and a record of where sockets really connected."""
-
-    answers: dict[str, list[list[str]]] = field(default_factory=dict)
-    lookups: list[str] = field(default_factory=list)
-    connects: list[tuple[str, int]] = field(default_factory=list)
-
-
 @pytest.fixture
 def net(monkeypatch: pytest.MonkeyPatch) -> Net:
-    state = Net()
-    real_getaddrinfo = socket.getaddrinfo
-    real_connect = httpcore.SyncBackend.connect_tcp
-
-    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if not str(host).endswith(".test"):
-            return real_getaddrinfo(host, port, *args, **kwargs)
-        state.lookups.append(host)
-        seq = state.answers.get(host)
-        if not seq:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        ips = seq.pop(0) if len(seq) > 1 else seq[0]
-        return [
-            (
-                socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                socket.SOCK_STREAM,
-                6,
-                "",
-                (ip, port),
-            )
-            for ip in ips
-        ]
-
-    def connect_tcp(self: Any, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
-        state.connects.append((host, port))
-        target = "127.0.0.1" if host == PUBLIC_IP else host  # the "NAT"
-        return real_connect(self, target, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
-    return state
+    return fake_network(monkeypatch)
 
 
 # ------------------------------------------------------------------ refused targets
@@ -330,6 +290,17 @@ def private_ok() -> Settings:
 def test_success_with_private_urls_allowed(server: Server, private_ok: Settings) -> None:
     got = fetch_url(f"http://127.0.0.1:{server.port}/ok", private_ok)
     assert got == Fetched(BODY, f"http://127.0.0.1:{server.port}/ok", "image/png")
+
+
+def test_every_vetted_address_is_tried_in_order(
+    server: Server, net: Net, private_ok: Settings
+) -> None:
+    # The server listens on 127.0.0.1 only: the first address refuses, the second answers.
+    net.answers["dual.test"] = [["::1", "127.0.0.1"]]
+    got = fetch_url(f"http://dual.test:{server.port}/ok", private_ok)
+    assert got.data == BODY
+    assert net.connects == [("::1", server.port), ("127.0.0.1", server.port)]
+    assert net.lookups == ["dual.test"]
 
 
 def test_schemes_are_checked_even_when_private_urls_are_allowed(private_ok: Settings) -> None:

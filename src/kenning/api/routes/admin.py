@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from kenning.api.bodies import StrictJSONRoute
 from kenning.api.deps import App, Who
 from kenning.api.schemas import RedriveIn
 from kenning.services.admin import DeadLetterView, QueueStats
 from kenning.services.audit import MAX_LIMIT, AuditEntry
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], route_class=StrictJSONRoute)
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Most entries returned.")]
 
