@@ -6,8 +6,11 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+
+from kenning.stores.metadata import Database
 
 POSTGRES_SERVER = os.environ.get("KENNING_TEST_POSTGRES", "postgres@127.0.0.1:5432")
 """``user@host:port`` of a PostgreSQL server that trusts the test user."""
@@ -52,3 +55,24 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database shared by this session's contract tests."""
     with fresh_postgres_database() as url:
         yield url
+
+
+@contextmanager
+def migrated_database(kind: str, folder: Path) -> Iterator[Database]:
+    """A migrated, empty metadata store: SQLite in ``folder``, or a fresh PostgreSQL
+    database (skipped locally, required in CI, when no server answers)."""
+    if kind == "sqlite":
+        database = Database(f"sqlite:///{folder / 'kenning.db'}")
+        database.upgrade()
+        try:
+            yield database
+        finally:
+            database.dispose()
+        return
+    with fresh_postgres_database() as url:
+        database = Database(url)
+        database.upgrade()
+        try:
+            yield database
+        finally:
+            database.dispose()

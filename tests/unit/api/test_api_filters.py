@@ -17,7 +17,7 @@ from kenning.services.search import SearchFilters, check_filters, metadata_match
 from kenning.services.tenants import TenantService
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset
-from tests.conftest import fresh_postgres_database
+from tests.conftest import migrated_database
 
 KEYS = ["a b", "a.b", "a:b", "a-b", "Straße", "ключ", "鍵", "plain"]
 
@@ -26,18 +26,8 @@ KEYS = ["a b", "a.b", "a:b", "a-b", "Straße", "ключ", "鍵", "plain"]
 def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> (
     Iterator[Database]
 ):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('filters') / 'kenning.db'}"
-        database = Database(url)
-        database.upgrade()
+    with migrated_database(request.param, tmp_path_factory.mktemp("filters")) as database:
         yield database
-        database.dispose()
-        return
-    with fresh_postgres_database() as url:
-        database = Database(url)
-        database.upgrade()
-        yield database
-        database.dispose()
 
 
 def _tenant(db: Database) -> str:

@@ -14,11 +14,10 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import pytest
 from kenning.errors import FetchFailed, TooLarge, UrlNotAllowed
 from kenning.ingest.urlfetch import Fetched, check_url_allowed, fetch_url, is_public_address
 from kenning.settings import Settings
-from tests.fixtures.net import PUBLIC_IP, Net, fake_network
+from tests.fixtures.net import PUBLIC_IP, Net, fake_network, serve_http
 
 BODY = b"\x89PNG\r\n\x1a\n pretend image bytes"
 
@@ -102,20 +101,13 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def _serve(tls: ssl.SSLContext | None = None) -> Iterator[Server]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state = Server(port=httpd.server_address[1])
-    httpd.state = state  # type: ignore[attr-defined]
-    if tls is not None:
-        tls.sni_callback = lambda sock, name, ctx: state.sni.append(name)
-        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    def state(port: int) -> Server:
+        server = Server(port=port)
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, ctx: server.sni.append(name)
+        return server
+
+    yield from serve_http(Handler, state, tls)
 
 
 @pytest.fixture

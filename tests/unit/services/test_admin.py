@@ -21,6 +21,7 @@ from kenning.services.admin import REASON_CHARS, AdminService, QueueStats, short
 from kenning.services.tenants import Principal, TenantService
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, Job, StageRun, WebhookDelivery
+from tests.conftest import migrated_database
 
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -69,10 +70,8 @@ class FakeBroker:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'kenning.db'}")
-    database.upgrade()
-    yield database
-    database.dispose()
+    with migrated_database("sqlite", tmp_path) as database:
+        yield database
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ loopback), so vetting, pinning and the HTTP exchange are the production code pat
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ from kenning.services.webhooks import WebhookService, verify
 from kenning.settings import Settings
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, WebhookDelivery
-from tests.fixtures.net import PUBLIC_IP, Net, fake_network
+from tests.conftest import migrated_database
+from tests.fixtures.net import PUBLIC_IP, Net, fake_network, serve_http
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                    "all_proxy")
@@ -60,17 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _serve() -> Iterator[Receiver]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    state = Receiver(port=httpd.server_address[1])
-    httpd.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    yield from serve_http(_Handler, lambda port: Receiver(port=port))
 
 
 @pytest.fixture
@@ -91,10 +81,8 @@ def net(monkeypatch: pytest.MonkeyPatch) -> Net:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'kenning.db'}")
-    database.upgrade()
-    yield database
-    database.dispose()
+    with migrated_database("sqlite", tmp_path) as database:
+        yield database
 
 
 @pytest.fixture

@@ -15,22 +15,13 @@ from kenning.stores.blobs import LocalBlobStore
 from kenning.stores.blobs.lifetime import BlobCollector, BlobMissing, hold, release
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, BlobRef, DerivedBlob, Tenant
-from tests.conftest import fresh_postgres_database
+from tests.conftest import migrated_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
-        database.upgrade()
+    with migrated_database(request.param, tmp_path) as database:
         yield database
-        database.dispose()
-        return
-    with fresh_postgres_database() as url:
-        database = Database(url)
-        database.upgrade()
-        yield database
-        database.dispose()
 
 
 @pytest.fixture
