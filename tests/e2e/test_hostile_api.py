@@ -121,10 +121,12 @@ def test_similar_text_thresholds(api: Api, assets: dict[str, str]) -> None:
      "invalid_json"),
     (b'{"text": "NaN", "metadata": {"a": NaN}}', 422, "invalid_json"),
     (b'{"text": "Deep 300", "metadata": {"a": ' + b"[" * 300 + b"]" * 300 + b"}}", 422,
+     "invalid_json"),
+    (b'{"text": "Deep 20", "metadata": {"a": ' + b"[" * 20 + b"]" * 20 + b"}}", 422,
      "invalid_metadata"),
     (b'{"items": [{"text": "First batch item, never stored."}, {"text": "x\\ud800"}]}', 422,
      "invalid_json"),
-], ids=["surrogate", "nul", "deep-10000", "nan", "deep-300", "batch"])
+], ids=["surrogate", "nul", "deep-10000", "nan", "deep-300", "deep-20", "batch"])
 def test_hostile_json_leaves_no_trace(api: Api, raw: bytes, status: int, code: str) -> None:
     before = _footprint(api)
     path = "/v1/assets/batch" if raw.startswith(b'{"items"') else "/v1/assets"

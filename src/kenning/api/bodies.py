@@ -2,10 +2,10 @@
 
 Strict JSON is the one JSON dialect the API speaks, for bodies it parses itself
 (:func:`json_body`) and for bodies FastAPI parses (:class:`StrictJSONRoute`): RFC 8259
-without NaN/Infinity, without lone surrogates, nested at most 1024 deep (orjson's
-bound), and with no U+0000 in any string (PostgreSQL refuses it in text). Form fields
-follow the same string rule. The byte size of every body is bounded while it streams
-in (:mod:`kenning.api.middleware`), before any of this runs.
+without NaN/Infinity, without lone surrogates, nested at most 64 deep
+(:data:`MAX_JSON_DEPTH`), and with no U+0000 in any string (PostgreSQL refuses it in
+text). Form fields follow the same string rule. The byte size of every body is bounded
+while it streams in (:mod:`kenning.api.middleware`), before any of this runs.
 """
 
 from __future__ import annotations
@@ -44,29 +44,42 @@ def is_json(kind: str) -> bool:
 
 
 # --- strict JSON -------------------------------------------------------------------------
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a body may have. orjson stops at 1024, which is
+past Python's recursion limit for validators and reprs that walk a value."""
+
+
 def parse_json(raw: bytes) -> Any:
-    """``raw`` as strict JSON; :class:`json.JSONDecodeError` (orjson's subclass) if not."""
+    """``raw`` as strict JSON; :class:`json.JSONDecodeError` (orjson's subclass) if not.
+
+    Beyond orjson's rules (no NaN/Infinity, no lone surrogates): nesting at most
+    :data:`MAX_JSON_DEPTH` levels, and no U+0000 in any string.
+    """
     value = orjson.loads(raw)
-    # A U+0000 can only arrive as the escape \\u0000 (raw control bytes are invalid JSON),
-    # so values without that byte sequence need no walk.
-    if _NUL_ESCAPE in raw:
-        _refuse_nul(value, raw)
+    nul = _NUL_ESCAPE in raw
+    # Fewer brackets than the bound cannot nest past it: most bodies skip the walk.
+    if nul or raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        _walk(value, raw, nul=nul)
     return value
 
 
-def _refuse_nul(value: Any, raw: bytes) -> None:
-    stack = [value]
+def _walk(value: Any, raw: bytes, *, nul: bool) -> None:
+    """One iterative pass: refuse deep nesting, and U+0000 when its escape occurs at all
+    (a raw control byte is invalid JSON, so only the escape can carry one)."""
+    stack = [(value, 1)]
     while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            strings: list[Any] = list(node)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            strings = []
-            stack.extend(node)
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise json.JSONDecodeError(
+                    f"nesting deeper than {MAX_JSON_DEPTH} levels",
+                    raw.decode("utf-8", "replace"), 0)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+            strings: list[Any] = list(node) if isinstance(node, dict) else []
         else:
             strings = [node]
-        if any(isinstance(s, str) and "\x00" in s for s in strings):
+        if nul and any(isinstance(s, str) and "\x00" in s for s in strings):
             raise json.JSONDecodeError("strings must not contain U+0000",
                                        raw.decode("utf-8", "replace"), raw.find(_NUL_ESCAPE))
 
@@ -87,7 +100,7 @@ async def json_body(request: Request) -> Any:
 
 
 STRICT_JSON = ("the API reads strict JSON: no NaN or Infinity, no lone surrogates, "
-               "no U+0000, nesting at most 1024 deep")
+               "no U+0000, nesting at most 64 deep")
 
 
 def invalid_json(reason: str, pos: object) -> BadInput:

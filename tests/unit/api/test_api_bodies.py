@@ -21,7 +21,9 @@ REFUSED = [
     (b'{"a": "x\\u0000y"}', "NUL in a value"),
     (b'{"a\\u0000": 1}', "NUL in a key"),
     (b'[[{"deep": ["\\u0000"]}]]', "NUL nested in lists"),
-    (b"[" * 1025 + b"]" * 1025, "nesting past 1024"),
+    (b"[" * 65 + b"]" * 65, "nesting past 64"),
+    (b"[" * 1024 + b"]" * 1024, "nesting to orjson's own bound"),
+    (b'{"a": ' * 65 + b"1" + b"}" * 65, "objects nested past 64"),
     (b"[" * 10_000 + b"]" * 10_000, "nesting 10,000 deep"),
     (b'{"a": "raw \x00 byte"}', "a raw control byte in a string"),
     (b"{not json", "malformed"),
@@ -38,7 +40,7 @@ ACCEPTED = [
     (b'{"a": "\\ud83d\\ude00"}', {"a": "\U0001f600"}),
     (b'{"a": "\\\\u0000"}', {"a": "\\u0000"}),  # an escaped backslash: the text \u0000
     (b'{"a": 1.5, "b": -0.0, "c": 12345678901234}', {"a": 1.5, "b": -0.0, "c": 12345678901234}),
-    (b"[" * 1024 + b"]" * 1024, None),
+    (b"[" * 64 + b"]" * 64, None),
 ]
 
 
