@@ -10,8 +10,9 @@ expressions, so it must stay what every store and every JSON encoder accepts:
   ``MAX_DEPTH`` containers deep; strings hold no U+0000 (PostgreSQL refuses it) and no
   lone surrogates (no UTF-8 encoder accepts them); the compact JSON encoding fits in
   ``settings.max_metadata_bytes``.
-* :func:`sanitize_metadata` repairs rows stored before the gate existed, for reads and
-  for data migrations: pure, total, never raises.
+* the repair of rows stored before the gate existed is
+  :func:`kenning.stores.metadata.repair.sanitize_metadata` (the store owns what it can
+  hand back; migrations use it too).
 
 Both walk the value with an explicit stack: nesting depth never turns into recursion.
 """
@@ -26,25 +27,22 @@ import orjson
 
 from kenning.errors import BadInput, TooLarge
 from kenning.settings import Settings
+from kenning.stores.metadata.repair import MAX_DEPTH
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_KEY_CHARS",
     "check_key",
     "check_string",
-    "sanitize_metadata",
     "validate_metadata",
 ]
 
-MAX_DEPTH = 8
-"""Most nested containers, the metadata object itself included."""
 MAX_KEY_CHARS = 128
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 """Integers must fit a signed 64-bit column or index, as in every JSON store."""
 
 _BAD_KEY_CHAR = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\ud800-\udfff]')
 _BAD_STRING_CHAR = re.compile(r"[\x00\ud800-\udfff]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def check_key(key: object, *, code: str = "invalid_metadata", what: str = "metadata") -> str:
@@ -132,51 +130,3 @@ def _too_large(limit: int, actual: int | None = None) -> TooLarge:
 
 def _printable(key: str) -> str:
     return key.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
-
-
-# --- repair on read ----------------------------------------------------------------------
-def sanitize_metadata(value: Any) -> dict[str, Any]:
-    """Stored metadata made safe to encode and return, whatever was stored.
-
-    NaN and infinities become ``None``; lone surrogates become U+FFFD and U+0000 is
-    removed (in keys too); containers deeper than :data:`MAX_DEPTH` become ``None``;
-    anything that is not a JSON value becomes ``None``; a non-object is ``{}``. Pure:
-    ``value`` is not modified, and clean input comes back equal.
-    """
-    if not isinstance(value, dict):
-        return {}
-    out: dict[str, Any] = {}
-    stack: list[tuple[Any, dict[str, Any] | list[Any], int]] = [(value, out, 1)]
-    while stack:
-        source, target, depth = stack.pop()
-        items = source.items() if isinstance(source, dict) else enumerate(source)
-        for key, child in items:
-            if isinstance(child, dict | list):
-                if depth >= MAX_DEPTH:
-                    clean: Any = None
-                else:
-                    clean = {} if isinstance(child, dict) else []
-                    stack.append((child, clean, depth + 1))
-            else:
-                clean = _clean_scalar(child)
-            if isinstance(target, dict):
-                target[_clean_string(str(key))] = clean
-            else:
-                target.append(clean)
-    return out
-
-
-def _clean_scalar(value: Any) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return _clean_string(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return None
-
-
-def _clean_string(value: str) -> str:
-    return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))

@@ -13,12 +13,12 @@ from pydantic import BaseModel
 from sqlalchemy import delete, select
 
 from kenning.errors import NotFound
-from kenning.ingest.metadata import sanitize_metadata
 from kenning.services.audit import record
 from kenning.services.scope import owned_asset
 from kenning.services.tenants import Principal
 from kenning.stores.blobs import lifetime
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
+from kenning.stores.metadata.repair import sanitize_metadata
 from kenning.stores.metadata.tables import (
     DerivedBlob,
     Embedding,

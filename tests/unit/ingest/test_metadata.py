@@ -10,13 +10,9 @@ import orjson
 import pytest
 
 from kenning.errors import BadInput, TooLarge
-from kenning.ingest.metadata import (
-    MAX_DEPTH,
-    check_key,
-    sanitize_metadata,
-    validate_metadata,
-)
+from kenning.ingest.metadata import check_key, validate_metadata
 from kenning.settings import Settings
+from kenning.stores.metadata.repair import MAX_DEPTH, sanitize_metadata
 
 SETTINGS = Settings(max_metadata_bytes=1024)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from kenning.ingest.metadata import sanitize_metadata
 from kenning.stores.metadata import Database
+from kenning.stores.metadata.repair import sanitize_metadata
 from kenning.stores.metadata.tables import Asset, BlobRef, DerivedBlob, FeatureCache
 
 

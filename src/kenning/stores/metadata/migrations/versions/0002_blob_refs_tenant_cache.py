@@ -64,7 +64,7 @@ def upgrade() -> None:
 
 def _clean_metadata(batch: int = 1000) -> None:
     """Rewrite every asset's metadata as strict JSON (sanitised), page by page."""
-    from kenning.ingest.metadata import sanitize_metadata
+    from kenning.stores.metadata.repair import sanitize_metadata
 
     conn = op.get_bind()
     cast = "CAST(:m AS JSON)" if conn.dialect.name == "postgresql" else ":m"
