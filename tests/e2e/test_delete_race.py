@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from kenning.ingest.service import IngestRequest
 from kenning.stores.blobs.lifetime import BlobCollector
 from kenning.stores.bundle import vector_namespace
 from kenning.stores.metadata.tables import Asset, DerivedBlob, Embedding, Segment, StageRun
+from tests.conftest import fresh_postgres_database
 from tests.e2e.conftest import Api, e2e_settings
 from tests.fixtures import media
 
@@ -28,12 +30,19 @@ ROUNDS = 3
 ITEMS = 24  # per round: 72 delete/ingest pairs in all
 
 
-@pytest.fixture()
-def racing(tmp_path: Path) -> Iterator[Api]:
-    # Grace 0 and a collector every 20 ms: the worst case for bytes in flight.
-    kenning = Kenning(e2e_settings(tmp_path, blob_gc_grace_s=0, blob_gc_interval_s=0.02))
-    with TestClient(create_app(kenning)) as client:
-        yield Api(client, kenning, (tmp_path / "bootstrap_api_key").read_text().strip(), tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def racing(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    """The metadata store on SQLite (one write lock) and on PostgreSQL (row locks under
+    READ COMMITTED: the protocol must hold with real concurrency too)."""
+    with ExitStack() as stack:
+        url = (stack.enter_context(fresh_postgres_database())
+               if request.param == "postgresql" else None)
+        # Grace 0 and a collector every 20 ms: the worst case for bytes in flight.
+        kenning = Kenning(e2e_settings(tmp_path, database_url=url, blob_gc_grace_s=0,
+                                       blob_gc_interval_s=0.02))
+        with TestClient(create_app(kenning)) as client:
+            key = (tmp_path / "bootstrap_api_key").read_text().strip()
+            yield Api(client, kenning, key, tmp_path)
 
 
 def _texts(round_: int) -> list[bytes]:
