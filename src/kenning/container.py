@@ -15,10 +15,11 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import Broker
 
+from kenning.inference.resources import Resources
 from kenning.ingest.service import IngestService
 from kenning.periodic import Periodic
 from kenning.pipeline.reconciler import Reconciler
-from kenning.pipeline.registry import ProcessorRegistry, Resources
+from kenning.pipeline.registry import ProcessorRegistry
 from kenning.pipeline.runner import StageRunner
 from kenning.queue.dispatch import Dispatcher, declare_actors
 from kenning.queue.protocol import QueueAdmin

@@ -25,9 +25,10 @@ from sqlalchemy.exc import IntegrityError
 
 from kenning.errors import Conflict, Unauthorized
 from kenning.hosts import worker_id
+from kenning.media.kinds import MediaKind
 from kenning.pipeline import jobs
 from kenning.pipeline.dag import dependents, plan
-from kenning.pipeline.processor import MediaKind, Processor
+from kenning.pipeline.processor import Processor
 from kenning.pipeline.registry import ProcessorRegistry
 from kenning.pipeline.runner import StageRunner
 from kenning.processors.text import ChunkText, KeywordIndexText, NormalizeText, normalize_text

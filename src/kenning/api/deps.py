@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kenning.container import Kenning
-from kenning.services.tenants import Principal
+from kenning.principal import Principal
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer kn_...`")
 

@@ -22,19 +22,19 @@ from sqlalchemy.orm import Session
 
 from kenning.errors import Backpressure, BadInput, KenningError
 from kenning.ingest.metadata import validate_metadata
-from kenning.ingest.sniff import sniff
 from kenning.ingest.urlfetch import check_url_allowed, fetch_url
 from kenning.ingest.validate import validate_upload
+from kenning.media.kinds import MediaKind
+from kenning.media.sniff import sniff
 from kenning.observability.metrics import INGESTED, REJECTED
 from kenning.pipeline import jobs
-from kenning.pipeline.processor import MediaKind
 from kenning.pipeline.registry import ProcessorRegistry
+from kenning.principal import Principal
 from kenning.queue.dispatch import Dispatcher
-from kenning.services.audit import record
-from kenning.services.tenants import Principal
 from kenning.settings import Settings
 from kenning.stores.blobs import lifetime
 from kenning.stores.bundle import Stores
+from kenning.stores.metadata.audit import record
 from kenning.stores.metadata.tables import Asset, Job, StageRun
 
 

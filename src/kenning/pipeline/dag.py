@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kenning.pipeline.processor import SOURCE, MediaKind, Processor
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import SOURCE, Processor
 
 
 class PipelineError(ValueError):

@@ -14,18 +14,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from kenning.media.kinds import MediaKind
+
 SOURCE = "source"
 """The innate artifact every asset has: its original bytes (``StageInput.blob()``)."""
-
-
-class MediaKind(StrEnum):
-    TEXT = "text"
-    IMAGE = "image"
 
 
 @dataclass(frozen=True)

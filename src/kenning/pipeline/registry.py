@@ -7,63 +7,20 @@ are registered through exactly this hook (see ``pyproject.toml``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import Any
 
+from kenning.media.kinds import MediaKind
 from kenning.pipeline.dag import PlannedStage, plan
-from kenning.pipeline.processor import MediaKind, Processor
-from kenning.settings import Settings
-
-if TYPE_CHECKING:
-    from kenning.inference.batcher import EmbeddingBatcher
-    from kenning.inference.ocr import OcrBackend
+from kenning.pipeline.processor import Processor
 
 ENTRY_POINT_GROUP = "kenning.processors"
 
 
-@dataclass
-class Resources:
-    """Shared, lazily built model runtimes handed to processor builders."""
-
-    settings: Settings
-    _embedder: EmbeddingBatcher | None = None
-    _ocr: OcrBackend | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def embedder(self) -> EmbeddingBatcher:
-        with self._lock:
-            if self._embedder is None:
-                from kenning.inference.batcher import EmbeddingBatcher
-                from kenning.inference.embedding import make_embedding_backend
-
-                s = self.settings
-                self._embedder = EmbeddingBatcher(
-                    make_embedding_backend(s.embedding_model, threads=s.model_threads),
-                    max_items=s.embed_batch_size,
-                    max_chars=s.embed_batch_chars,
-                    wait_ms=s.embed_batch_wait_ms,
-                )
-            return self._embedder
-
-    @property
-    def ocr(self) -> OcrBackend:
-        with self._lock:
-            if self._ocr is None:
-                from kenning.inference.ocr import make_ocr_backend
-
-                self._ocr = make_ocr_backend(self.settings)
-            return self._ocr
-
-    def close(self) -> None:
-        if self._embedder is not None:
-            self._embedder.close()
-
-
-Builder = Callable[[Resources], Iterable[Processor]]
+Builder = Callable[[Any], Iterable[Processor]]
+"""``(resources) -> processors``; ``resources`` is whatever the caller hands over (Kenning
+passes :class:`kenning.inference.resources.Resources`)."""
 
 
 class ProcessorRegistry:
@@ -78,7 +35,7 @@ class ProcessorRegistry:
         self._plans = {kind: plan(kind, self._by_name.values()) for kind in MediaKind}
 
     @classmethod
-    def from_entry_points(cls, resources: Resources) -> ProcessorRegistry:
+    def from_entry_points(cls, resources: Any) -> ProcessorRegistry:
         builders: list[Builder] = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
         return cls(p for build in builders for p in build(resources))
 

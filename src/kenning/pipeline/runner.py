@@ -21,12 +21,13 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from kenning.hosts import worker_id
+from kenning.media.kinds import MediaKind
 from kenning.observability.logging import log_context
 from kenning.observability.metrics import STAGE_CACHE_HITS, STAGE_DURATION, STAGE_ERRORS
 from kenning.pipeline import jobs
 from kenning.pipeline.dag import dependents
 from kenning.pipeline.persist import apply_index_work, write_rows
-from kenning.pipeline.processor import MediaKind, Processor, StageInput, StageOutput
+from kenning.pipeline.processor import Processor, StageInput, StageOutput
 from kenning.pipeline.registry import ProcessorRegistry
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores

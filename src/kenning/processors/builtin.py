@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+from kenning.inference.resources import Resources
 from kenning.pipeline.processor import Processor
-from kenning.pipeline.registry import Resources
+
+log = logging.getLogger(__name__)
 
 
 def text_processors(resources: Resources) -> list[Processor]:
+    """The text processors: normalise, chunk, language id, embeddings, keyword index."""
     from kenning.processors.text import (
         ChunkText,
         DetectLanguage,
@@ -26,8 +31,15 @@ def text_processors(resources: Resources) -> list[Processor]:
 
 
 def image_processors(resources: Resources) -> list[Processor]:
+    """The image processors, or none when the ``image`` extra is not installed here."""
     from kenning.processors.image import build_image_processors
+    from kenning.processors.image.extra import missing_image_extra
 
+    missing = missing_image_extra(resources.settings.ocr_backend)
+    if missing is not None:
+        # Ingest refuses images with the same message (kenning.ingest.validate).
+        log.warning("image processors not registered, images will be refused: %s", missing)
+        return []
     # The OCR backend is handed over lazily: models load on the first OCR stage.
     return list(build_image_processors(resources.settings, ocr=_LazyOcr(resources)))
 

@@ -16,11 +16,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import case, func, select
 
 from kenning.pipeline import jobs
+from kenning.principal import Principal
 from kenning.queue.dispatch import RUN_STAGE, WEBHOOK_QUEUE
 from kenning.queue.protocol import DeadLetter, QueueAdmin
-from kenning.services.audit import record
-from kenning.services.tenants import Principal
 from kenning.stores.metadata import Database
+from kenning.stores.metadata.audit import record
 from kenning.stores.metadata.tables import Asset, StageRun, WebhookDelivery
 
 __all__ = ["AdminService", "DeadLetterView", "QueueStats", "short_reason"]

@@ -13,11 +13,11 @@ from pydantic import BaseModel
 from sqlalchemy import delete, select
 
 from kenning.errors import NotFound
-from kenning.services.audit import record
+from kenning.principal import Principal
 from kenning.services.scope import owned_asset
-from kenning.services.tenants import Principal
 from kenning.stores.blobs import lifetime
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
+from kenning.stores.metadata.audit import record
 from kenning.stores.metadata.repair import sanitize_metadata
 from kenning.stores.metadata.tables import (
     DerivedBlob,

@@ -1,4 +1,7 @@
-"""Audit trail: who did what to which subject, when; readable by the tenant."""
+"""Audit trail: who did what to which subject, when; readable by the tenant.
+
+Events are written by :func:`kenning.stores.metadata.audit.record` inside the
+transaction of the change they describe."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import AuditEvent
@@ -25,26 +27,6 @@ class AuditEntry(BaseModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     at: datetime
-
-
-def record(
-    s: Session,
-    *,
-    tenant_id: str,
-    actor: str,
-    action: str,
-    subject_type: str,
-    subject_id: str,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> None:
-    """Add an audit event to the caller's transaction (it commits with the change)."""
-    s.add(
-        AuditEvent(
-            tenant_id=tenant_id, actor=actor, action=action, subject_type=subject_type,
-            subject_id=subject_id, before=before, after=after,
-        )
-    )
 
 
 class AuditService:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kenning.errors import NotFound
-from kenning.services.tenants import Principal
+from kenning.principal import Principal
 from kenning.stores.metadata.tables import Asset, Embedding
 
 

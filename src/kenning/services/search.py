@@ -19,8 +19,8 @@ from sqlalchemy import ColumnElement, Numeric, and_, case, cast, exists, func, l
 from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
 from kenning.ingest.metadata import check_key, check_string
+from kenning.principal import Principal
 from kenning.services.scope import asset_text_vector, owned_asset
-from kenning.services.tenants import Principal
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, vector_namespace
 from kenning.stores.metadata.repair import sanitize_metadata

@@ -15,13 +15,15 @@ from sqlalchemy import select
 
 from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
-from kenning.ingest.sniff import sniff
-from kenning.ingest.validate import safe_open_image, validate_upload
-from kenning.pipeline.processor import MediaKind
+from kenning.ingest.validate import validate_upload
+from kenning.media.images import safe_open_image
+from kenning.media.kinds import MediaKind
+from kenning.media.sniff import sniff
+from kenning.principal import Principal
+from kenning.processors.image.extra import require_image_support
 from kenning.processors.image.pdq import pdq_hash
 from kenning.processors.text.normalize import normalize_text
 from kenning.services.scope import asset_text_vector, owned_asset
-from kenning.services.tenants import Principal
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
 from kenning.stores.metadata.tables import Asset, Embedding, Fingerprint
@@ -67,6 +69,7 @@ class SimilarityService:
     ) -> SimilarResponse:
         if upload is not None:
             if sniff(upload).kind == MediaKind.IMAGE:
+                require_image_support(self.settings)  # no PDQ without the image extra
                 # safe_open_image applies every upload guard; decode once, not twice.
                 code, quality = pdq_hash(safe_open_image(upload, self.settings,
                                                          wait_s=self.settings.decode_wait_s))

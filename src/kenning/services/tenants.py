@@ -12,23 +12,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from kenning.errors import Conflict, Unauthorized
-from kenning.services.audit import record
+from kenning.principal import Principal
 from kenning.stores.metadata import Database
+from kenning.stores.metadata.audit import record
 from kenning.stores.metadata.tables import ApiKey, Tenant
 
 KEY_PREFIX = "kn_"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: every service call is scoped to ``tenant_id``."""
-
-    tenant_id: str
-    key_id: str
-
-    @property
-    def actor(self) -> str:
-        return f"key:{self.key_id}"
 
 
 @dataclass(frozen=True)

@@ -1,45 +1,24 @@
-"""Upload guards: byte/text/pixel limits before decoding, then a full decode."""
+"""Upload admission: byte/text/pixel limits before decoding, then a bounded decode."""
 
 from __future__ import annotations
 
 import io
-import threading
 import time
 import zipfile
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
 from kenning.errors import Backpressure, CorruptMedia, EmptyContent, TooLarge, UnsupportedMedia
-from kenning.ingest import validate
-from kenning.ingest.validate import (
-    PixelBudget,
-    Validated,
-    decode_budget,
-    open_image,
-    safe_open_image,
-    validate_upload,
-)
-from kenning.pipeline.processor import MediaKind
+from kenning.ingest.validate import Validated, validate_upload
+from kenning.media import images
+from kenning.media.budget import PixelBudget, decode_budget
+from kenning.media.images import open_image
+from kenning.media.kinds import MediaKind
 from kenning.settings import Settings
 from tests.fixtures import media
-
-
-def _photo_like(width: int = 320, height: int = 200) -> Image.Image:
-    rng = np.random.default_rng(11)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx * 255 / width, yy * 255 / height, (xx + yy) * 127 / (width + height)], -1)
-    noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    return Image.fromarray(noisy, "RGB")
-
-
-def _encode(im: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **params)
-    return buf.getvalue()
+from tests.fixtures.decoding import Gate, encode, photo_like, png, run_threads
 
 
 @pytest.fixture
@@ -48,7 +27,7 @@ def settings() -> Settings:
 
 
 def test_valid_jpeg(settings: Settings) -> None:
-    data = _encode(_photo_like(), "JPEG", quality=85)
+    data = encode(photo_like(), "JPEG", quality=85)
     assert validate_upload(data, settings) == Validated(
         MediaKind.IMAGE, "image/jpeg", len(data), width=320, height=200, format="JPEG"
     )
@@ -61,7 +40,7 @@ def test_valid_text_counts_characters(settings: Settings) -> None:
 
 
 def test_truncated_jpeg_is_corrupt(settings: Settings) -> None:
-    data = _encode(_photo_like(), "JPEG", quality=85)
+    data = encode(photo_like(), "JPEG", quality=85)
     with pytest.raises(CorruptMedia) as err:
         validate_upload(data[: len(data) // 2], settings)
     assert err.value.code == "corrupt_media"
@@ -71,7 +50,7 @@ def test_truncated_jpeg_fails_even_if_someone_enabled_truncated_loading(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
-    data = _encode(_photo_like(), "JPEG", quality=85)
+    data = encode(photo_like(), "JPEG", quality=85)
     with pytest.raises(CorruptMedia):
         validate_upload(data[: len(data) // 2], settings)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
@@ -161,48 +140,6 @@ def test_byte_limit_comes_first() -> None:
     assert err.value.code == "file_too_large"
 
 
-def test_open_image_keeps_format_and_mode(settings: Settings) -> None:
-    im = open_image(_encode(_photo_like().convert("L"), "PNG"), settings)
-    assert (im.format, im.mode, im.size) == ("PNG", "L", (320, 200))
-
-
-def test_safe_open_applies_exif_orientation(settings: Settings) -> None:
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    im = safe_open_image(_encode(_photo_like(), "JPEG", exif=exif), settings)
-    assert (im.mode, im.size) == ("RGB", (200, 320))
-
-
-@pytest.mark.parametrize(
-    ("make", "fmt", "mode"),
-    [
-        (lambda: _photo_like().convert("L"), "PNG", "RGB"),
-        (lambda: _photo_like().convert("RGBA"), "PNG", "RGBA"),
-        (lambda: _photo_like().convert("P"), "GIF", "RGB"),
-        (lambda: _photo_like().convert("CMYK"), "TIFF", "RGB"),
-        (lambda: _photo_like().convert("1"), "BMP", "RGB"),
-    ],
-)
-def test_safe_open_normalises_modes(settings: Settings, make: object, fmt: str, mode: str) -> None:
-    im = safe_open_image(_encode(make(), fmt), settings)  # type: ignore[operator]
-    assert im.mode == mode
-    assert im.size == (320, 200)
-
-
-def test_safe_open_scales_16_bit_grey(settings: Settings) -> None:
-    arr = (np.arange(320 * 200, dtype=np.uint32).reshape(200, 320) % 65536).astype(np.uint16)
-    im = safe_open_image(_encode(Image.fromarray(arr), "PNG"), settings)
-    assert im.mode == "RGB"
-    out = np.asarray(im)
-    assert out.max() == arr.max() >> 8 and out.min() == 0
-    assert out[0, 300, 0] == arr[0, 300] >> 8
-
-
-def test_safe_open_refuses_text(settings: Settings) -> None:
-    with pytest.raises(UnsupportedMedia, match="expected an image"):
-        safe_open_image(b"just words", settings)
-
-
 # ------------------------------------------------------------------ invisible text
 
 
@@ -238,99 +175,18 @@ def test_one_visible_character_is_content(settings: Settings, text: str) -> None
 # ------------------------------------------------------------------ decode budget
 
 
-def _png(width: int = 64, height: int = 64) -> bytes:
-    return _encode(_photo_like(width, height), "PNG")
-
-
-class Gate:
-    """Counts decoders inside ``_load``; each waits until every caller has either
-    entered, queued on the budget or finished, so the peak is exact, not timing luck."""
-
-    def __init__(self, budget: PixelBudget, callers: int) -> None:
-        self.budget, self.callers = budget, callers
-        self.inside = self.done = self.peak = 0
-        self.cond = threading.Condition()
-
-    def wrap(self, real: Callable[[Image.Image, str], None]) -> Callable[..., None]:
-        def load(im: Image.Image, mime: str) -> None:
-            with self.cond:
-                self.inside += 1
-                self.peak = max(self.peak, self.inside)
-                self.cond.notify_all()
-                assert self.cond.wait_for(
-                    lambda: self.inside + self.budget.waiting + self.done >= self.callers,
-                    timeout=10,
-                )
-                self.cond.notify_all()
-            try:
-                real(im, mime)
-            finally:
-                with self.cond:
-                    self.inside -= 1
-                    self.done += 1
-                    self.cond.notify_all()
-
-        return load
-
-    def poke(self) -> None:
-        """Wake gate waiters after a budget change they cannot see."""
-        with self.cond:
-            self.cond.notify_all()
-
-
-def _until(condition: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
-    """Poll ``condition`` (a safety net for broken code, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.005)
-
-
-def _run_threads(n: int, fn: Callable[[], object], gate: Gate) -> list[object]:
-    results: list[object] = [None] * n
-    start = threading.Barrier(n)
-
-    def work(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = fn()
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while any(t.is_alive() for t in threads):
-        assert time.monotonic() < deadline, "decoders never finished"
-        gate.poke()  # budget waiters are counted by the gate; keep it re-checking
-        for t in threads:
-            t.join(timeout=0.01)
-    return results
-
-
 def test_concurrent_decodes_stay_within_the_pixel_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Room for exactly two 64x64 images at a time (the budget is unique to this test).
     settings = Settings(decode_pixel_budget=2 * 64 * 64 + 11)
     gate = Gate(decode_budget(settings), callers=6)
-    monkeypatch.setattr(validate, "_load", gate.wrap(validate._load))
-    data = _png()
-    results = _run_threads(6, lambda: validate_upload(data, settings), gate)
+    monkeypatch.setattr(images, "_load", gate.wrap(images._load))
+    data = png()
+    results = run_threads(6, lambda: validate_upload(data, settings), gate)
     assert all(isinstance(r, Validated) for r in results), results
     assert gate.peak == 2
     assert decode_budget(settings).used == 0
-
-
-def test_an_image_larger_than_the_budget_decodes_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = Settings(decode_pixel_budget=64 * 64 - 13)  # not even one image fits
-    gate = Gate(decode_budget(settings), callers=4)
-    monkeypatch.setattr(validate, "_load", gate.wrap(validate._load))
-    data = _png()
-    results = _run_threads(4, lambda: open_image(data, settings), gate)
-    assert [r.size for r in results if isinstance(r, Image.Image)] == [(64, 64)] * 4
-    assert gate.peak == 1
 
 
 def test_an_upload_that_waits_too_long_for_the_budget_gets_backpressure() -> None:
@@ -338,46 +194,10 @@ def test_an_upload_that_waits_too_long_for_the_budget_gets_backpressure() -> Non
     budget = decode_budget(settings)
     # Another decode holds the whole budget.
     with budget.hold(64 * 64), pytest.raises(Backpressure) as err:
-        validate_upload(_png(), settings)
+        validate_upload(png(), settings)
     assert err.value.status == 429 and err.value.retry_after == 9
     assert budget.used == 0 and budget.waiting == 0
-    assert validate_upload(_png(), settings).width == 64  # room again
-
-
-def test_a_pipeline_decode_waits_for_room_instead_of_failing() -> None:
-    settings = Settings(decode_pixel_budget=64 * 64 + 19, decode_wait_s=0.0)
-    budget = decode_budget(settings)
-    got: list[Image.Image] = []
-    budget.acquire(64 * 64)
-    worker = threading.Thread(target=lambda: got.append(open_image(_png(), settings)))
-    worker.start()
-    _until(lambda: budget.waiting == 1 or not worker.is_alive(), "the decode queued")
-    assert budget.waiting == 1 and got == []  # queued, not refused
-    budget.release(64 * 64)
-    worker.join(timeout=30)
-    assert [im.size for im in got] == [(64, 64)]
-
-
-def test_budget_serves_waiters_in_arrival_order() -> None:
-    budget = PixelBudget(100)
-    order: list[str] = []
-    budget.acquire(60)
-
-    def take(name: str, pixels: int) -> None:
-        with budget.hold(pixels):
-            order.append(name)
-
-    big = threading.Thread(target=take, args=("big", 100))
-    big.start()
-    _until(lambda: budget.waiting == 1, "the big one queued")
-    small = threading.Thread(target=take, args=("small", 10))  # would fit now, but is second
-    small.start()
-    _until(lambda: budget.waiting == 2, "the small one queued")
-    assert order == []
-    budget.release(60)
-    big.join(timeout=10)
-    small.join(timeout=10)
-    assert order == ["big", "small"]
+    assert validate_upload(png(), settings).width == 64  # room again
 
 
 def test_jpeg_validation_decodes_at_reduced_scale(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -390,7 +210,7 @@ def test_jpeg_validation_decodes_at_reduced_scale(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(PixelBudget, "acquire", acquire)
     settings = Settings()
-    data = _encode(_photo_like(1600, 1200), "JPEG", quality=85)
+    data = encode(photo_like(1600, 1200), "JPEG", quality=85)
     checked = validate_upload(data, settings)
     assert (checked.width, checked.height) == (1600, 1200)  # the real size is reported
     assert open_image(data, settings).size == (1600, 1200)  # pixels for processors: full
@@ -398,7 +218,7 @@ def test_jpeg_validation_decodes_at_reduced_scale(monkeypatch: pytest.MonkeyPatc
 
 
 def test_truncated_large_jpeg_is_corrupt_at_reduced_scale(settings: Settings) -> None:
-    data = _encode(_photo_like(1600, 1200), "JPEG", quality=85)
+    data = encode(photo_like(1600, 1200), "JPEG", quality=85)
     for cut in (len(data) // 2, len(data) - 200):
         with pytest.raises(CorruptMedia):
             validate_upload(data[:cut], settings)

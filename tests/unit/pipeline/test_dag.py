@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kenning.inference.embedding import UseMultilingualBackend
+from kenning.media.kinds import MediaKind
 from kenning.pipeline.dag import PipelineError, PlannedStage, dependents, plan
-from kenning.pipeline.processor import SOURCE, BaseProcessor, MediaKind, Processor
+from kenning.pipeline.processor import SOURCE, BaseProcessor, Processor
 from kenning.pipeline.registry import ProcessorRegistry
 from kenning.processors.image import build_image_processors
 from kenning.processors.text import (

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from kenning.media.kinds import MediaKind
 from kenning.pipeline.persist import apply_index_work, write_rows
 from kenning.pipeline.processor import (
     BaseProcessor,
     EmbeddingOut,
-    MediaKind,
     Processor,
     SegmentRef,
     StageInput,

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kenning.media.kinds import MediaKind
 from kenning.pipeline.processor import (
     BaseProcessor,
     EmbeddingOut,
     FingerprintOut,
     KeywordDocOut,
-    MediaKind,
     Processor,
     SegmentOut,
     SegmentRef,

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from kenning.container import Kenning
 from kenning.ingest.service import IngestRequest
-from kenning.services.tenants import Principal
+from kenning.principal import Principal
 from kenning.settings import Settings
 from kenning.stores.metadata.tables import StageRun, utcnow
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from kenning.principal import Principal
 from kenning.queue.dispatch import RUN_STAGE, WEBHOOK_QUEUE
 from kenning.queue.protocol import DeadLetter, QueueAdmin, QueueDepth
 from kenning.services.admin import REASON_CHARS, AdminService, QueueStats, short_reason
-from kenning.services.tenants import Principal, TenantService
+from kenning.services.tenants import TenantService
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, Job, StageRun, WebhookDelivery
 from tests.conftest import migrated_database

@@ -41,8 +41,8 @@ from kenning.container import Kenning
 from kenning.errors import BadInput, KenningError, TooLarge, UnsupportedMedia
 from kenning.ingest.metadata import validate_metadata
 from kenning.ingest.service import IngestRequest, IngestResult
+from kenning.principal import Principal
 from kenning.services.assets import AssetView, JobView, SegmentView
-from kenning.services.tenants import Principal
 from kenning.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,8 @@
-"""Image processors: guarded decode + EXIF, thumbnail, PDQ fingerprints, OCR."""
+"""Image processors: guarded decode + EXIF, thumbnail, PDQ fingerprints, OCR.
+
+They need the ``image`` extra (see :mod:`kenning.processors.image.extra`); without it
+the package still imports, but they are not registered.
+"""
 
 from __future__ import annotations
 

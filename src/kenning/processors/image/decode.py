@@ -7,8 +7,9 @@ from typing import Any
 
 from PIL import Image
 
-from kenning.ingest.validate import open_image
-from kenning.pipeline.processor import SOURCE, BaseProcessor, MediaKind, StageInput, StageOutput
+from kenning.media.images import open_image
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import SOURCE, BaseProcessor, StageInput, StageOutput
 from kenning.settings import Settings
 
 __all__ = ["DecodeImage", "extract_exif"]

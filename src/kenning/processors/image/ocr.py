@@ -15,14 +15,9 @@ from kenning.inference.ocr import (
     make_ocr_backend,
     sort_reading_order,
 )
-from kenning.ingest.validate import safe_open_image
-from kenning.pipeline.processor import (
-    BaseProcessor,
-    MediaKind,
-    SegmentOut,
-    StageInput,
-    StageOutput,
-)
+from kenning.media.images import safe_open_image
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import BaseProcessor, SegmentOut, StageInput, StageOutput
 from kenning.settings import Settings
 
 __all__ = ["OcrImage", "join_blocks", "read_image_text"]

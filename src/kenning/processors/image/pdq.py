@@ -7,18 +7,15 @@ similarity service counts ``<= settings.pdq_threshold`` (31 of 256) as a match.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import pdqhash
 from PIL import Image
 
-from kenning.ingest.validate import safe_open_image
-from kenning.pipeline.processor import (
-    BaseProcessor,
-    FingerprintOut,
-    MediaKind,
-    StageInput,
-    StageOutput,
-)
+from kenning.errors import MissingExtra
+from kenning.media.images import safe_open_image
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import BaseProcessor, FingerprintOut, StageInput, StageOutput
 from kenning.settings import Settings
 
 __all__ = ["VARIANTS", "HashPdq", "hamming", "pdq_dihedral", "pdq_hash"]
@@ -42,13 +39,13 @@ _DOWNSAMPLE = 512
 
 def pdq_hash(image: Image.Image) -> tuple[bytes, int]:
     """The 32-byte PDQ hash of ``image`` and its quality (0-100; below ~50 is unreliable)."""
-    vector, quality = pdqhash.compute(_luma_input(image))
+    vector, quality = _pdqhash().compute(_luma_input(image))
     return _pack(vector), int(quality)
 
 
 def pdq_dihedral(image: Image.Image) -> tuple[dict[str, bytes], int]:
     """Hashes of ``image`` under all 8 rotations/flips (keyed by :data:`VARIANTS`)."""
-    vectors, quality = pdqhash.compute_dihedral(_luma_input(image))
+    vectors, quality = _pdqhash().compute_dihedral(_luma_input(image))
     return {name: _pack(v) for name, v in zip(VARIANTS, vectors, strict=True)}, int(quality)
 
 
@@ -57,6 +54,16 @@ def hamming(a: bytes, b: bytes) -> int:
     if len(a) != len(b):
         raise ValueError(f"hash lengths differ: {len(a)} and {len(b)} bytes")
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
+
+
+def _pdqhash() -> Any:
+    # Imported on first use: the package must import in a text-only install, where
+    # image processors are not registered (see kenning.processors.image.extra).
+    try:
+        import pdqhash
+    except ImportError as exc:
+        raise MissingExtra("pdqhash", "image") from exc
+    return pdqhash
 
 
 def _luma_input(image: Image.Image) -> np.ndarray:

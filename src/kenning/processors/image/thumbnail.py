@@ -6,8 +6,9 @@ import io
 
 from PIL import Image
 
-from kenning.ingest.validate import safe_open_image
-from kenning.pipeline.processor import BaseProcessor, MediaKind, StageInput, StageOutput
+from kenning.media.images import safe_open_image
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import BaseProcessor, StageInput, StageOutput
 from kenning.settings import Settings
 
 __all__ = ["ThumbnailImage", "make_thumbnail"]

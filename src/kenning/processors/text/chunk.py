@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import re
 
-from kenning.pipeline.processor import (
-    BaseProcessor,
-    MediaKind,
-    SegmentOut,
-    StageInput,
-    StageOutput,
-)
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import BaseProcessor, SegmentOut, StageInput, StageOutput
 
 # Sentence ends include the CJK full stop and full-width ! and ?.
 _BOUNDARY = re.compile(r"\n\n|(?<=[.!?\u3002\uff01\uff1f])\s+|\n")

@@ -7,10 +7,10 @@ from typing import Protocol
 
 import numpy as np
 
+from kenning.media.kinds import MediaKind
 from kenning.pipeline.processor import (
     BaseProcessor,
     EmbeddingOut,
-    MediaKind,
     SegmentRef,
     StageInput,
     StageOutput,

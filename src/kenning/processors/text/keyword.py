@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from kenning.media.kinds import MediaKind
 from kenning.pipeline.processor import (
     BaseProcessor,
     KeywordDocOut,
-    MediaKind,
     SegmentRef,
     StageInput,
     StageOutput,

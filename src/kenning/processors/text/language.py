@@ -6,7 +6,8 @@ import threading
 from typing import Any
 
 from kenning.errors import MissingExtra
-from kenning.pipeline.processor import BaseProcessor, MediaKind, StageInput, StageOutput
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import BaseProcessor, StageInput, StageOutput
 
 _lock = threading.Lock()
 

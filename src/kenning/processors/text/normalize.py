@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from kenning.pipeline.processor import SOURCE, BaseProcessor, MediaKind, StageInput, StageOutput
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import SOURCE, BaseProcessor, StageInput, StageOutput
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u202f\u205f\u3000]+")

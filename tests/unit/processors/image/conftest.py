@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from kenning.inference.ocr import RapidOcrBackend
-from kenning.pipeline.processor import MediaKind, StageInput
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import StageInput
 from tests.fixtures import media
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from kenning.inference.batcher import EmbeddingBatcher
 from kenning.inference.embedding import UseMultilingualBackend
-from kenning.pipeline.processor import MediaKind, SegmentRef, StageInput
+from kenning.media.kinds import MediaKind
+from kenning.pipeline.processor import SegmentRef, StageInput
 from kenning.processors.text import (
     ChunkText,
     DetectLanguage,

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from kenning.errors import EmptyContent, UnsupportedMedia
-from kenning.ingest.sniff import Sniffed, sniff
-from kenning.pipeline.processor import MediaKind
+from kenning.media.kinds import MediaKind
+from kenning.media.sniff import Sniffed, sniff
 
 
 def _photo_like() -> Image.Image:

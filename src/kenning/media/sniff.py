@@ -12,7 +12,7 @@ import codecs
 from dataclasses import dataclass
 
 from kenning.errors import EmptyContent, UnsupportedMedia
-from kenning.pipeline.processor import MediaKind
+from kenning.media.kinds import MediaKind
 
 __all__ = ["Sniffed", "sniff"]
 
