@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import subprocess
 import sys
 import time
@@ -47,8 +49,10 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kenning.cli.main", "serve", "--data-dir",
              str(settings.data_dir), "--host", settings.host, "--port", str(settings.port)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
         )
+    # SIGTERM would end this process without its finally: make it stop the server too.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         wait_ready(url, alive=lambda: proc.poll() is None)
         client = Client(settings)
@@ -81,9 +85,25 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """In the server child (Linux): SIGTERM it when the demo process dies, however it dies
+    (even SIGKILL, which runs no handler)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
