@@ -257,3 +257,12 @@ def assert_healthy(live: LiveServer) -> None:
     assert live.process.poll() is None, "the server process died"
     r = live.http.get("/healthz")
     assert r.status_code == 200, describe(r)
+
+
+def assert_stored_asset_reads(
+    live: LiveServer, route: str, response: httpx.Response, headers: dict[str, str]
+) -> None:
+    """An asset the fuzzed request stored must read back (200) for its tenant."""
+    if route == "/v1/assets" and response.status_code == 202:
+        got = live.request("GET", f"/v1/assets/{response.json()['asset_id']}", headers=headers)
+        assert got.status_code == 200, describe(got)
