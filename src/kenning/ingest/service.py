@@ -106,8 +106,7 @@ class IngestService:
         # Cheap answers first: a duplicate needs no decode, and a refused tenant should
         # not make the server decode a large image for nothing.
         sha = hashlib.sha256(data).hexdigest()
-        with self.stores.db.session() as s:
-            existing = self._find(s, who.tenant_id, sha)
+        existing = self._find_duplicate(who.tenant_id, sha)
         if existing is not None:
             INGESTED.labels(sniff(data).kind.value, "duplicate").inc()
             return existing
@@ -153,6 +152,17 @@ class IngestService:
         INGESTED.labels(checked.kind.value, "new").inc()
         self.dispatcher.stages(ready)
         return IngestResult(asset.id, job.id, asset.status)
+
+    def _find_duplicate(self, tenant_id: str, sha: str) -> IngestResult | None:
+        """The fast path: a plain read; only a hit is confirmed under the write lock (new
+        bytes, the common case, cost no extra write transaction)."""
+        with self.stores.db.session(write=False) as s:
+            seen = s.scalar(select(Asset.id).where(Asset.tenant_id == tenant_id,
+                                                   Asset.sha256 == sha))
+        if seen is None:
+            return None
+        with self.stores.db.session() as s:
+            return self._find(s, tenant_id, sha)
 
     @staticmethod
     def _find(s: Session, tenant_id: str, sha: str) -> IngestResult | None:
