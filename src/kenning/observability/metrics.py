@@ -39,6 +39,19 @@ STAGE_CACHE_HITS = Counter(
     ["processor"],
     registry=REGISTRY,
 )
+STEP_DELIVERIES = Counter(
+    "kenning_step_deliveries_total",
+    "Doorbell deliveries by step and whether they found work (work) or not (noop).",
+    ["step", "result"],
+    registry=REGISTRY,
+)
+STEP_BATCH_SIZE = Histogram(
+    "kenning_step_batch_assets",
+    "Assets per claimed step batch.",
+    ["step"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
 INFERENCE_BATCH_SIZE = Histogram(
     "kenning_inference_batch_size",
     "Items per inference batch by model.",

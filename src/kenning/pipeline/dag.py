@@ -24,6 +24,8 @@ class PlannedStage:
     version: str
     queue: str
     depends_on: tuple[str, ...]
+    step: str = ""
+    """The step it runs in (see :func:`steps`); its own ``queue:name`` until grouped."""
 
 
 def plan(kind: MediaKind, processors: Iterable[Processor]) -> list[PlannedStage]:
@@ -66,10 +68,57 @@ def plan(kind: MediaKind, processors: Iterable[Processor]) -> list[PlannedStage]
         name: tuple(sorted({producer[a] for a in proc.requires if a != SOURCE}))
         for name, proc in chosen.items()
     }
+    order = _topological(kind, deps)
+    step_of = _steps(order, deps, chosen)
     return [
-        PlannedStage(n, chosen[n].version, chosen[n].queue, deps[n])
-        for n in _topological(kind, deps)
+        PlannedStage(n, chosen[n].version, chosen[n].queue, deps[n], step_of[n])
+        for n in order
     ]
+
+
+def _steps(
+    order: list[str], deps: dict[str, tuple[str, ...]], chosen: dict[str, Processor]
+) -> dict[str, str]:
+    """Group stages into steps: connected stages on one queue that run in one claim.
+
+    A stage joins the step of a direct upstream stage on its queue unless it opts out
+    (``own_step``) or another of its upstream stages itself waits on that step (the
+    step would then have to finish before, and after, that stage: a cycle); a stage
+    with no upstream stage on its queue joins a sibling (same queue, same upstream
+    stages) if there is one. The name is
+    the queue and the members, so it is stable for a kind and a set of processors.
+    """
+    ancestors: dict[str, set[str]] = {}
+    for name in order:
+        ancestors[name] = set(deps[name]).union(*(ancestors[d] for d in deps[name]))
+    group: dict[str, int] = {}
+    members: list[list[str]] = []
+    for name in order:
+        proc = chosen[name]
+        target = None
+        if not getattr(proc, "own_step", False):
+            for dep in deps[name]:
+                g = group[dep]
+                if chosen[dep].queue != proc.queue or getattr(chosen[dep], "own_step", False):
+                    continue
+                outside = [d for d in deps[name] if group[d] != g]
+                if not any(ancestors[d] & set(members[g]) for d in outside):
+                    target = g
+                    break
+            # Siblings: stages on one queue waiting on the same upstream run together.
+            for g, stages in enumerate(members if target is None else ()):
+                first = chosen[stages[0]]
+                if (first.queue == proc.queue and not getattr(first, "own_step", False)
+                        and deps[stages[0]] == deps[name]):
+                    target = g
+                    break
+        if target is None:
+            target = len(members)
+            members.append([])
+        members[target].append(name)
+        group[name] = target
+    names = [f"{chosen[m[0]].queue}:{'+'.join(m)}" for m in members]
+    return {name: names[group[name]] for name in order}
 
 
 def _topological(kind: MediaKind, deps: dict[str, tuple[str, ...]]) -> list[str]:
@@ -91,6 +140,14 @@ def _topological(kind: MediaKind, deps: dict[str, tuple[str, ...]]) -> list[str]
     for name in sorted(deps):
         visit(name)
     return order
+
+
+def step_members(stages: Iterable[PlannedStage]) -> dict[str, list[PlannedStage]]:
+    """Stages by step, each list in a topological order."""
+    out: dict[str, list[PlannedStage]] = {}
+    for stage in stages:
+        out.setdefault(stage.step, []).append(stage)
+    return out
 
 
 def dependents(stages: Iterable[PlannedStage], name: str) -> set[str]:

@@ -7,15 +7,43 @@ will be on the broker) -> ``running`` (leased) -> ``succeeded`` | ``failed`` |
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kenning.pipeline.dag import PlannedStage
-from kenning.stores.metadata.tables import Asset, Job, StageRun, Tenant, WebhookDelivery, utcnow
+from kenning.stores.metadata.database import insert_ignore
+from kenning.stores.metadata.tables import (
+    Asset,
+    Job,
+    StageRun,
+    Tenant,
+    TenantLoad,
+    WebhookDelivery,
+    utcnow,
+)
 
 TERMINAL = frozenset({"succeeded", "failed", "skipped"})
+
+
+def adjust_load(s: Session, deltas: Mapping[str, int]) -> None:
+    """Add ``deltas`` (tenant -> change) to the kept count of unfinished stage runs.
+
+    Whoever moves a run into or out of ``pending``/``queued``/``running`` calls this in
+    the same transaction, so backpressure reads one row instead of counting runs.
+    """
+    for tenant_id, delta in deltas.items():
+        if not delta:
+            continue
+        insert_ignore(s, TenantLoad, [{"tenant_id": tenant_id, "unfinished_stages": 0}])
+        s.execute(
+            update(TenantLoad)
+            .where(TenantLoad.tenant_id == tenant_id)
+            .values(unfinished_stages=TenantLoad.unfinished_stages + delta)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def lock_job(s: Session, job_id: str) -> Job | None:
@@ -32,30 +60,47 @@ def create_job(
     s.flush()
     ready = []
     now = utcnow()
-    for stage in plan:
+    plan = list(plan)
+    step_of = {stage.name: stage.step for stage in plan}
+    queued: set[str] = set()
+    for stage in plan:  # topological: upstream first
+        # Stages whose upstream is all in their own step start queued with it.
+        starts = all(step_of.get(d) == stage.step and d in queued for d in stage.depends_on)
         run = StageRun(
-            job_id=job.id, asset_id=asset.id, processor=stage.name, version=stage.version,
-            queue=stage.queue, depends_on={"stages": list(stage.depends_on)},
-            state="pending" if stage.depends_on else "queued",
-            enqueued_at=None if stage.depends_on else now,
+            job_id=job.id, asset_id=asset.id, tenant_id=asset.tenant_id, processor=stage.name,
+            version=stage.version, queue=stage.queue, step=stage.step,
+            depends_on={"stages": list(stage.depends_on)},
+            state="queued" if starts else "pending",
+            enqueued_at=now if starts else None,
         )
         s.add(run)
-        if not stage.depends_on:
+        if starts:
+            queued.add(stage.name)
             ready.append(run)
     s.flush()
     return job, ready
 
 
-def skip_stages(s: Session, job_id: str, names: Iterable[str]) -> None:
+def skip_stages(s: Session, job_id: str, names: Iterable[str]) -> int:
+    """Mark these stages of a job skipped (an upstream one failed); returns how many."""
     names = list(names)
-    if names:
-        s.execute(
-            update(StageRun)
-            .where(StageRun.job_id == job_id, StageRun.processor.in_(names),
-                   StageRun.state.in_(("pending", "queued")))
-            .values(state="skipped", finished_at=utcnow(), error="an upstream stage failed")
-            .execution_options(synchronize_session=False)
-        )
+    if not names:
+        return 0
+    result = s.execute(
+        update(StageRun)
+        .where(StageRun.job_id == job_id, StageRun.processor.in_(names),
+               StageRun.state.in_(("pending", "queued")))
+        .values(state="skipped", finished_at=utcnow(), error="an upstream stage failed")
+        .execution_options(synchronize_session="evaluate")
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def backoff_s(attempt: int, min_ms: int, max_ms: int) -> float:
+    """Delay before retry ``attempt`` (1 = first retry): exponential, capped, with jitter
+    (between half and all of the exponential value, so retries of a batch spread out)."""
+    base = min(max_ms, min_ms * 2 ** max(attempt - 1, 0)) / 1000
+    return float(base * random.uniform(0.5, 1.0))
 
 
 def job_runs(s: Session, job_id: str) -> list[StageRun]:
@@ -66,19 +111,29 @@ def job_runs(s: Session, job_id: str) -> list[StageRun]:
 def release_ready(
     s: Session, job_id: str, runs: Sequence[StageRun] | None = None
 ) -> list[StageRun]:
-    """Pending stages whose upstream all succeeded become queued; returns them.
+    """Pending stages whose upstream is done become queued; returns them.
 
-    ``runs``: the job's runs loaded in this transaction after its last state change
-    (:func:`job_runs`), to save a query; loaded here when not given.
+    Upstream is done when it succeeded, or when it is in the same step and queued too
+    (the step runs them together, in order). ``runs``: the job's runs loaded in this
+    transaction after its last state change (:func:`job_runs`), to save a query; loaded
+    here when not given.
     """
     runs = job_runs(s, job_id) if runs is None else runs
-    done = {r.processor for r in runs if r.state == "succeeded"}
-    ready = []
-    for run in runs:
-        if run.state == "pending" and set(run.depends_on.get("stages", [])) <= done:
-            run.state = "queued"
-            run.enqueued_at = utcnow()
-            ready.append(run)
+    by_name = {r.processor: r for r in runs}
+    ready: list[StageRun] = []
+    now = utcnow()
+    changed = True
+    while changed:
+        changed = False
+        for run in runs:
+            if run.state != "pending":
+                continue
+            upstream = [by_name[d] for d in run.depends_on.get("stages", []) if d in by_name]
+            if all(u.state == "succeeded" or (u.step == run.step and u.state == "queued")
+                   for u in upstream):
+                run.state, run.enqueued_at, run.not_before = "queued", now, None
+                ready.append(run)
+                changed = True
     s.flush()
     return ready
 
@@ -133,16 +188,18 @@ def finalize_if_done(
 def reset_for_redrive(s: Session, stage_run_id: str) -> StageRun | None:
     """Give a failed stage a fresh start and reopen what its failure closed."""
     run = s.get(StageRun, stage_run_id)
-    if run is None:
+    if run is None or run.state != "failed":
         return None
     lock_job(s, run.job_id)
     run.state = "queued"
     run.attempts = 0
     run.enqueued_at = utcnow()
+    run.not_before = None
     run.finished_at = None
+    reopened_count = 1
     # Reopen a skipped stage only once none of its upstream is failed or skipped: one
     # that still waits on another failure stays skipped, or the job would never finish.
-    siblings = s.scalars(select(StageRun).where(StageRun.job_id == run.job_id))
+    siblings = list(s.scalars(select(StageRun).where(StageRun.job_id == run.job_id)))
     runs = {r.processor: r for r in siblings}
     dead = ("failed", "skipped")
     reopened = True
@@ -153,6 +210,9 @@ def reset_for_redrive(s: Session, stage_run_id: str) -> StageRun | None:
             if other.state == "skipped" and not any(u.state in dead for u in upstream):
                 other.state, other.finished_at, other.error = "pending", None, None
                 reopened = True
+                reopened_count += 1
+    release_ready(s, run.job_id, siblings)
+    adjust_load(s, {run.tenant_id: reopened_count})
     job = s.get(Job, run.job_id)
     asset = s.get(Asset, run.asset_id)
     if job is not None and asset is not None:

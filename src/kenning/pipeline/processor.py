@@ -37,7 +37,10 @@ class StageInput:
     artifacts: Mapping[str, Any]
     """Outputs of earlier stages by artifact name (only the ones this processor requires)."""
     blob: Callable[[], bytes]
-    """Loads the asset's original bytes lazily."""
+    """Loads the asset's original bytes lazily (once per step: later calls reuse them)."""
+    memo: dict[str, Any] = field(default_factory=dict)
+    """Shared by the processors of one step for this asset (e.g. the decoded image), so
+    work one of them did is not repeated by the next. Dropped when the step ends."""
 
 
 @dataclass
@@ -165,6 +168,12 @@ class Processor(Protocol):
     time_limit_s: float | None
     cacheable: bool
     """Whether outputs may be reused for identical bytes (same sha256, name, version)."""
+    batched: bool
+    """Whether ``process`` gains from many items at once (a model). A step with such a
+    member runs each processor over the whole batch; otherwise it runs asset by asset,
+    so at most one asset's decoded media is held at a time."""
+    own_step: bool
+    """Run in a step of its own instead of joining the connected processors of its queue."""
 
     def process(self, batch: Sequence[StageInput]) -> list[StageOutput]:
         """Process a batch; return one output per input, in order. Raise to fail it."""
@@ -182,6 +191,8 @@ class BaseProcessor:
     queue: str = "default"
     time_limit_s: float | None = None
     cacheable: bool = True
+    batched: bool = False
+    own_step: bool = False
 
     def process(self, batch: Sequence[StageInput]) -> list[StageOutput]:
         return [self.process_one(item) for item in batch]

@@ -1,82 +1,129 @@
-"""Finds work that fell between the cracks and puts it back on the broker.
+"""Finds work that fell between the cracks and rings for it again.
 
-The database is the source of truth: a stage that is ``queued`` but whose message was
-lost (crash between commit and enqueue), or ``running`` on a lease that expired (the
-worker died), is re-enqueued. Duplicated messages are harmless: claims are atomic.
+The database is the source of truth. A stage that is ``queued`` and due but whose
+doorbell was lost (a crash between a commit and the ring) gets a new doorbell; one
+``running`` on a lease that expired (its worker died or overran its time limit) counts
+that attempt: it goes back to ``queued`` with backoff, or to ``failed`` (its dead letter)
+once its attempts are spent. Duplicated doorbells are harmless: claims are atomic.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from kenning.hosts import holder_is_dead
+from kenning.media.kinds import MediaKind
 from kenning.periodic import Periodic
+from kenning.pipeline import jobs
+from kenning.pipeline.claims import due
+from kenning.pipeline.dag import dependents
+from kenning.pipeline.registry import ProcessorRegistry
 from kenning.queue.dispatch import Dispatcher
+from kenning.settings import Settings
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import StageRun, WebhookDelivery, utcnow
+from kenning.stores.metadata.tables import Asset, StageRun, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, db: Database, dispatcher: Dispatcher, *, stale_after_s: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        dispatcher: Dispatcher,
+        registry: ProcessorRegistry,
+        settings: Settings,
+        *,
+        stale_after_s: float,
+    ) -> None:
         self.db = db
         self.dispatcher = dispatcher
+        self.registry = registry
+        self.settings = settings
         self.stale_after = timedelta(seconds=stale_after_s)
         self._loop: Periodic | None = None
 
     def release_orphans(self) -> int:
-        """Stages leased by a dead process on this host go back to ``queued`` at once."""
-        released = 0
+        """Stages leased by a dead process on this host go back to ``queued`` at once
+        (their attempt counts, as if their lease had expired)."""
         with self.db.session() as s:
-            runs = s.scalars(select(StageRun).where(StageRun.state == "running"))
-            for run in runs:
-                if holder_is_dead(run.worker):
-                    run.state, run.lease_until, run.enqueued_at = "queued", None, None
-                    released += 1
-        if released:
-            log.warning("released stages of dead workers", extra={"count": released})
-        return released
+            runs = [r for r in s.scalars(select(StageRun).where(StageRun.state == "running"))
+                    if holder_is_dead(r.worker)]
+            steps, deliveries = self._expire(s, runs)
+        self.dispatcher.ring(steps, force=True)
+        self.dispatcher.webhooks(deliveries)
+        if runs:
+            log.warning("released stages of dead workers", extra={"count": len(runs)})
+        return len(runs)
 
     def sweep(self, *, everything: bool = False) -> int:
-        """Re-enqueue lost or expired stages and pending webhooks; returns how many."""
+        """Expire lapsed leases, re-ring steps with stale due work, re-send pending
+        webhooks; returns how many runs and webhooks were acted on."""
         now = utcnow()
         cutoff = now if everything else now - self.stale_after
         with self.db.session() as s:
-            runs = list(
-                s.scalars(
-                    select(StageRun).where(
-                        or_(
-                            and_(StageRun.state == "queued",
-                                 or_(StageRun.enqueued_at.is_(None),
-                                     StageRun.enqueued_at <= cutoff)),
-                            and_(StageRun.state == "running", StageRun.lease_until < now),
-                        )
-                    )
+            expired = list(s.scalars(
+                select(StageRun).where(StageRun.state == "running", StageRun.lease_until < now)
+            ))
+            steps, deliveries = self._expire(s, expired)
+            stale = list(s.execute(
+                select(StageRun.step).distinct().where(
+                    StageRun.state == "queued", due(now),
+                    or_(StageRun.enqueued_at.is_(None), StageRun.enqueued_at <= cutoff),
                 )
-            )
-            if runs:
-                s.execute(
-                    update(StageRun)
-                    .where(StageRun.id.in_([r.id for r in runs]), StageRun.state == "queued")
-                    .values(enqueued_at=now)
-                    .execution_options(synchronize_session=False)
+            ).scalars())
+            hooks = list(s.scalars(
+                select(WebhookDelivery.id).where(
+                    WebhookDelivery.state == "pending", WebhookDelivery.created_at <= cutoff
                 )
-            hooks = list(
-                s.scalars(
-                    select(WebhookDelivery.id).where(
-                        WebhookDelivery.state == "pending", WebhookDelivery.created_at <= cutoff
-                    )
-                )
-            )
-        self.dispatcher.stages(runs)
-        self.dispatcher.webhooks(hooks)
-        if runs or hooks:
-            log.info("reconciled", extra={"stages": len(runs), "webhooks": len(hooks)})
-        return len(runs) + len(hooks)
+            ))
+        self.dispatcher.ring(steps | set(stale), force=True)
+        self.dispatcher.webhooks(deliveries + hooks)
+        if expired or stale or hooks:
+            log.info("reconciled", extra={"expired": len(expired), "steps": len(stale),
+                                          "webhooks": len(hooks)})
+        return len(expired) + len(stale) + len(hooks)
+
+    def _expire(self, s: Session, runs: list[StageRun]) -> tuple[set[str], list[str]]:
+        """Count the lost attempt of each run: back to queued, or failed for good.
+
+        Returns the steps to ring and the webhook deliveries to send after commit.
+        """
+        now = utcnow()
+        steps: set[str] = set()
+        load: dict[str, int] = defaultdict(int)
+        for job_id in sorted({run.job_id for run in runs}):
+            jobs.lock_job(s, job_id)
+        failed = []
+        for run in runs:
+            run.lease_until = None
+            run.error = "the worker died or overran its time limit (lease expired)"
+            if run.attempts > self.settings.max_retries:
+                run.state, run.finished_at = "failed", now
+                load[run.tenant_id] -= 1
+                failed.append(run)
+            else:
+                run.state, run.enqueued_at, run.not_before = "queued", now, None
+                steps.add(run.step)
+        s.flush()
+        for run in failed:  # after every state is set, so step-mates are skipped too
+            asset = s.get(Asset, run.asset_id)
+            if asset is not None:
+                plan = self.registry.plan(MediaKind(asset.kind))
+                load[run.tenant_id] -= jobs.skip_stages(
+                    s, run.job_id, dependents(plan, run.processor))
+        deliveries: list[str] = []
+        for job_id in sorted({run.job_id for run in runs}):
+            job_runs = jobs.job_runs(s, job_id)
+            steps |= {r.step for r in jobs.release_ready(s, job_id, job_runs)}
+            deliveries += jobs.finalize_if_done(s, job_id, job_runs)
+        jobs.adjust_load(s, load)
+        return steps, deliveries
 
     def start(self, interval_s: float) -> None:
         self._loop = Periodic("reconciler", interval_s, self.sweep)

@@ -1,10 +1,19 @@
-"""Runs one stage of one asset: claim, load inputs, process (or reuse cache), persist.
+"""Runs one step for a batch of assets: claim, load, process, then one write to settle.
 
-Broker messages only say "run stage S"; the ``stage_run`` row decides whether that
-happens. A claim is an atomic state change (queued -> running, or an expired lease taken
-over), so duplicated messages are no-ops and a lost message is re-sent by the
-reconciler. Completion is fenced on the attempt number, so a worker that lost its lease
-can never overwrite the one that took over.
+A broker message is a doorbell naming a step (a connected group of processors on one
+queue, see :mod:`kenning.pipeline.dag`). The worker that takes it claims up to a budget
+of that step's queued runs across assets (:mod:`kenning.pipeline.claims`), reads their
+inputs in one read transaction, runs the step's processors in order with artifacts
+passed in memory, and settles everything in one write transaction: rows of every
+output, feature-cache entries, and the state of every claimed run, fenced on the
+attempt each claim holds (a worker that lost its lease changes nothing).
+
+``stage_run`` is the one owner of attempts, leases, backoff and dead letters: a run
+that fails goes back to ``queued`` with ``not_before`` set (exponential backoff with
+jitter) until its attempts are spent, then to ``failed``, which is its dead letter.
+A processor that fails fails only its own run and what depends on it; its batch-mates
+go on. When a batched ``process`` call raises, each item is retried on its own so a
+poison item fails alone. A retry re-runs only the runs that did not succeed.
 """
 
 from __future__ import annotations
@@ -13,35 +22,73 @@ import hashlib
 import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select, tuple_
 
-from kenning.hosts import worker_id
 from kenning.media.kinds import MediaKind
-from kenning.observability.logging import log_context
-from kenning.observability.metrics import STAGE_CACHE_HITS, STAGE_DURATION, STAGE_ERRORS
+from kenning.observability.metrics import (
+    STAGE_CACHE_HITS,
+    STAGE_DURATION,
+    STAGE_ERRORS,
+    STEP_BATCH_SIZE,
+    STEP_DELIVERIES,
+)
 from kenning.pipeline import jobs
+from kenning.pipeline.claims import ClaimedRun, claim_batch
 from kenning.pipeline.dag import dependents
-from kenning.pipeline.persist import apply_index_work, write_rows
+from kenning.pipeline.persist import write_rows
 from kenning.pipeline.processor import Processor, StageInput, StageOutput
 from kenning.pipeline.registry import ProcessorRegistry
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores
 from kenning.stores.metadata.database import insert_ignore
-from kenning.stores.metadata.tables import Asset, Feature, FeatureCache, StageRun, utcnow
+from kenning.stores.metadata.tables import (
+    Asset,
+    Feature,
+    FeatureCache,
+    Job,
+    StageRun,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
-Enqueue = Callable[[Sequence[StageRun]], None]
+Ring = Callable[..., None]
+"""``ring(steps, *, force=False, delay_ms=0)``: the dispatcher's doorbell."""
 Notify = Callable[[Sequence[str]], None]
 
 
-class StageRunner:
-    """Executes ``run_stage(stage_run_id)`` messages."""
+@dataclass
+class _Outcome:
+    output: StageOutput | None = None
+    error: BaseException | None = None
+    cached: bool = False
+    version: str = ""
+    seconds: float = 0.0
+    blocked: bool = False
+    """Not run: a step-mate it depends on did not succeed in this batch."""
+
+
+@dataclass
+class _Item:
+    """One asset of the batch and what the step made of it so far."""
+
+    job_id: str
+    asset: Asset
+    runs: dict[str, ClaimedRun]
+    artifacts: dict[str, Any]
+    done_before: set[str]
+    outcomes: dict[str, _Outcome] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
+class StepRunner:
+    """Executes ``run_step(step)`` doorbells."""
 
     def __init__(
         self,
@@ -49,191 +96,350 @@ class StageRunner:
         registry: ProcessorRegistry,
         settings: Settings,
         *,
-        enqueue: Enqueue,
+        ring: Ring,
         notify: Notify,
     ) -> None:
         self.stores = stores
         self.registry = registry
         self.settings = settings
-        self._enqueue = enqueue
+        self._ring = ring
         self._notify = notify  # webhook deliveries created by finished jobs
+        self.deliveries = 0
+        self.noops = 0
 
-    def time_limit_s(self, processor: str) -> float:
-        proc = self.registry.get(processor)
-        return proc.time_limit_s or self.settings.stage_time_limit_s
+    def time_limit_s(self, step: str) -> float:
+        """A step's batch limit: the sum of its members' limits (processors may declare
+        their own; the default is ``stage_time_limit_s``)."""
+        names = step.split(":", 1)[-1].split("+")
+        limits = [
+            (self.registry.get(n).time_limit_s or self.settings.stage_time_limit_s)
+            if n in self.registry else self.settings.stage_time_limit_s
+            for n in names
+        ]
+        return sum(limits) or self.settings.stage_time_limit_s
 
-    def run(self, stage_run_id: str) -> str:
-        """Run the stage if it is ours to run; returns the resulting state (or 'skipped')."""
-        claimed = self._claim(stage_run_id)
-        if claimed is None:
-            return "not-claimed"
-        run, attempt = claimed
-        with log_context(job_id=run.job_id, asset_id=run.asset_id, stage=run.processor):
-            proc = self.registry.get(run.processor)
-            started = time.perf_counter()
-            try:
-                # One read snapshot for the upstream check, the inputs and the cache.
-                with self.stores.db.session(write=False) as s:
-                    blocked = self._blocked_by(s, run)
-                    loaded = None if blocked is not None else self._load_input(s, run, proc)
-                if loaded is None:
-                    self._finish(run, attempt, "skipped" if blocked else "pending", started)
-                    return "skipped" if blocked else "pending"
-                item, version, hit = loaded
-                cached = hit is not None
-                if hit is not None:
-                    STAGE_CACHE_HITS.labels(proc.name).inc()
-                output = hit if hit is not None else proc.process([item])[0]
-                with self.stores.db.session() as s:
-                    if proc.cacheable and not cached:
-                        insert_ignore(s, FeatureCache, [{
-                            "tenant_id": item.tenant_id, "sha256": item.sha256,
-                            "processor": proc.name, "version": version,
-                            "output": output.to_json(),
-                        }])
-                    asset = s.get(Asset, run.asset_id)
-                    if asset is None:
-                        return "gone"
-                    work = write_rows(s, self.stores, asset, proc, output)
-                apply_index_work(self.stores, work)
-                self._finish(run, attempt, "succeeded", started, output=output, cached=cached)
-                STAGE_DURATION.labels(proc.name, "cached" if cached else "ok").observe(
-                    time.perf_counter() - started
-                )
-                return "succeeded"
-            except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt | SystemExit):
-                    raise
-                STAGE_ERRORS.labels(proc.name, type(exc).__name__).inc()
-                STAGE_DURATION.labels(proc.name, "error").observe(time.perf_counter() - started)
-                final = attempt > self.settings.max_retries
-                log.warning(
-                    "stage failed", extra={"attempt": attempt, "final": final, "error": repr(exc)}
-                )
-                self._finish(run, attempt, "failed" if final else "queued", started, error=exc)
-                raise
+    # --- the actor ---------------------------------------------------------------------
+    def run_step(self, step: str) -> int:
+        """Answer one doorbell: claim a batch and run it. Returns the runs claimed.
 
-    # --- claim and inputs --------------------------------------------------------------
-    def _claim(self, stage_run_id: str) -> tuple[StageRun, int] | None:
-        now = utcnow()
+        A full batch rings the doorbell again before it is processed, so another worker
+        can take the next batch meanwhile; a partial one means the step is drained.
+        """
+        self.deliveries += 1
+        lease = timedelta(seconds=self.time_limit_s(step) + 30)
         with self.stores.db.session() as s:
-            run = s.get(StageRun, stage_run_id)
-            if run is None:
-                return None
-            lease = timedelta(seconds=self.time_limit_s(run.processor) + 30)
-            attempts = s.execute(
-                update(StageRun)
-                .where(
-                    StageRun.id == stage_run_id,
-                    or_(
-                        StageRun.state == "queued",
-                        and_(StageRun.state == "running", StageRun.lease_until < now),
-                    ),
-                )
-                .values(
-                    state="running", attempts=StageRun.attempts + 1, lease_until=now + lease,
-                    started_at=now, worker=worker_id(),
-                )
-                .returning(StageRun.attempts)
-                .execution_options(synchronize_session=False)
-            ).scalar_one_or_none()
-            if attempts is None:
-                return None
-            return run, attempts
-
-    def _blocked_by(self, s: Session, run: StageRun) -> bool | None:
-        """None if every upstream stage succeeded; True if one can never succeed."""
-        deps = list(run.depends_on.get("stages", []))
-        if not deps:
-            return None
-        states = set(
-            s.scalars(
-                select(StageRun.state).where(
-                    StageRun.job_id == run.job_id, StageRun.processor.in_(deps)
-                )
+            claimed = claim_batch(
+                s, step, now=utcnow(), lease=lease,
+                max_items=self.settings.step_batch_items,
+                max_bytes=self.settings.step_batch_bytes,
             )
-        )
-        if states <= {"succeeded"}:
-            return None
-        return bool(states & {"failed", "skipped"})
+        jobs_claimed = {c.job_id for c in claimed}
+        STEP_DELIVERIES.labels(step, "work" if claimed else "noop").inc()
+        if not claimed:
+            self.noops += 1
+            return 0
+        STEP_BATCH_SIZE.labels(step).observe(len(jobs_claimed))
+        if len(jobs_claimed) >= self.settings.step_batch_items:
+            self._ring([step])
+        self.execute(step, claimed)
+        return len(claimed)
 
-    def _load_input(
-        self, s: Session, run: StageRun, proc: Processor
-    ) -> tuple[StageInput, str, StageOutput | None]:
-        """The stage's input, its cache version and the cached output (if any)."""
-        asset = s.get(Asset, run.asset_id)
-        if asset is None:
-            raise LookupError(f"asset {run.asset_id} is gone")
-        features = {
-            f.name: f.output
-            for f in s.scalars(
-                select(Feature).where(
-                    Feature.asset_id == asset.id, Feature.name.in_(proc.requires)
-                )
-            )
-        }
-        sha = asset.sha256
-        item = StageInput(
-            asset_id=asset.id, tenant_id=asset.tenant_id, kind=MediaKind(asset.kind),
-            sha256=sha, mime=asset.mime, metadata=dict(asset.meta or {}), artifacts=features,
-            blob=lambda: self.stores.blobs.get(sha),
-        )
-        # The cache key covers everything the output depends on: bytes, code, inputs.
-        digest = hashlib.sha256(
-            json.dumps(features, sort_keys=True, default=str).encode()
-        ).hexdigest()[:16]
-        version = f"{proc.version}#{digest}"
-        hit = (
-            s.get(FeatureCache, (asset.tenant_id, sha, proc.name, version))
-            if proc.cacheable else None
-        )
-        return item, version, None if hit is None else StageOutput.from_json(hit.output)
+    def execute(self, step: str, claimed: Sequence[ClaimedRun]) -> None:
+        items = self._load(claimed)
+        try:
+            self._process(items)
+        except BaseException as exc:  # a time limit or a bug: the rest of the batch fails
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            for item in items:
+                for name in item.runs:
+                    item.outcomes.setdefault(name, _Outcome(error=exc))
+        self._settle(step, claimed, items)
 
-    # --- completion ------------------------------------------------------------------
-    def _finish(
-        self,
-        run: StageRun,
-        attempt: int,
-        state: str,
-        started: float,
-        *,
-        output: StageOutput | None = None,
-        cached: bool = False,
-        error: BaseException | None = None,
+    # --- inputs --------------------------------------------------------------------------
+    def _load(self, claimed: Sequence[ClaimedRun]) -> list[_Item]:
+        """One read snapshot: the assets, the artifacts their runs need, the job states."""
+        by_job: dict[str, dict[str, ClaimedRun]] = defaultdict(dict)
+        for c in claimed:
+            by_job[c.job_id][c.processor] = c
+        asset_ids = {c.asset_id for c in claimed}
+        needed = {a for c in claimed for a in self._requires(c.processor)}
+        with self.stores.db.session(write=False) as s:
+            assets = {a.id: a for a in s.scalars(select(Asset).where(Asset.id.in_(asset_ids)))}
+            features: dict[str, dict[str, Any]] = defaultdict(dict)
+            for asset_id, name, output in s.execute(
+                select(Feature.asset_id, Feature.name, Feature.output)
+                .where(Feature.asset_id.in_(asset_ids), Feature.name.in_(needed))
+            ):
+                features[asset_id][name] = output
+            succeeded: dict[str, set[str]] = defaultdict(set)
+            for job_id, name in s.execute(
+                select(StageRun.job_id, StageRun.processor)
+                .where(StageRun.job_id.in_(list(by_job)), StageRun.state == "succeeded")
+            ):
+                succeeded[job_id].add(name)
+            s.expunge_all()
+        items = []
+        for job_id, runs in by_job.items():
+            found = assets.get(next(iter(runs.values())).asset_id)
+            if found is not None:  # deleted meanwhile: its runs went with it
+                items.append(_Item(job_id, found, runs, features[found.id], succeeded[job_id]))
+        return items
+
+    def _requires(self, name: str) -> frozenset[str]:
+        return self.registry.get(name).requires if name in self.registry else frozenset()
+
+    # --- processing ------------------------------------------------------------------
+    def _process(self, items: list[_Item]) -> None:
+        """Run the step's processors in order: over the whole batch when one of them
+        gains from batches, else asset by asset (so one decoded image is held at a time)."""
+        order = self._order(items)
+        procs = [self.registry.get(n) for n in order if n in self.registry]
+        groups = [items] if any(p.batched for p in procs) else [[item] for item in items]
+        for group in groups:
+            for proc in procs:
+                self._run_processor(proc, group)
+            for item in group:
+                item.memo.clear()
+        for item in items:  # processors this build no longer has
+            for name in item.runs:
+                if name not in self.registry:
+                    item.outcomes[name] = _Outcome(error=LookupError(f"no processor {name}"))
+
+    def _order(self, items: list[_Item]) -> list[str]:
+        names = {n for item in items for n in item.runs}
+        order: list[str] = []
+        for item in items:
+            for stage in self.registry.plan(MediaKind(item.asset.kind)):
+                if stage.name in names and stage.name not in order:
+                    order.append(stage.name)
+        return order + sorted(names - set(order))
+
+    def _run_processor(self, proc: Processor, group: list[_Item]) -> None:
+        batch: list[tuple[_Item, StageInput, str]] = []
+        plan_deps: dict[str, dict[str, tuple[str, ...]]] = {}
+        for item in group:
+            if proc.name not in item.runs:
+                continue
+            if not plan_deps.get(item.asset.kind):
+                plan_deps[item.asset.kind] = {
+                    st.name: st.depends_on for st in self.registry.plan(MediaKind(item.asset.kind))
+                }
+            deps = plan_deps[item.asset.kind].get(proc.name, ())
+            if not all(d in item.done_before or (
+                    d in item.outcomes and item.outcomes[d].output is not None) for d in deps):
+                item.outcomes[proc.name] = _Outcome(blocked=True)
+                continue
+            inputs = {a: item.artifacts[a] for a in proc.requires if a in item.artifacts}
+            digest = hashlib.sha256(
+                json.dumps(inputs, sort_keys=True, default=str).encode()
+            ).hexdigest()[:16]
+            batch.append((item, self._input(item, inputs), f"{proc.version}#{digest}"))
+        if not batch:
+            return
+        hits = self._cached(proc, batch)
+        todo = [(item, inp, ver) for item, inp, ver in batch if (item.asset.id, ver) not in hits]
+        for item, _inp, ver in batch:
+            hit = hits.get((item.asset.id, ver))
+            if hit is not None:
+                STAGE_CACHE_HITS.labels(proc.name).inc()
+                self._succeed(proc, item, _Outcome(output=hit, cached=True, version=ver))
+        if not todo:
+            return
+        started = time.perf_counter()
+        try:
+            outputs = proc.process([inp for _, inp, _ in todo])
+            if len(outputs) != len(todo):
+                raise RuntimeError(f"{proc.name} returned {len(outputs)} outputs for "
+                                   f"{len(todo)} inputs")
+        except Exception as exc:
+            if len(todo) == 1:
+                item, _inp, ver = todo[0]
+                self._fail(proc, item, exc, ver, time.perf_counter() - started)
+                return
+            for one in todo:  # find the poison item: each alone
+                self._run_alone(proc, *one)
+            return
+        share = (time.perf_counter() - started) / len(todo)
+        for (item, _inp, ver), output in zip(todo, outputs, strict=True):
+            self._succeed(proc, item, _Outcome(output=output, version=ver, seconds=share))
+
+    def _run_alone(self, proc: Processor, item: _Item, inp: StageInput, ver: str) -> None:
+        started = time.perf_counter()
+        try:
+            (output,) = proc.process([inp])
+        except Exception as exc:
+            self._fail(proc, item, exc, ver, time.perf_counter() - started)
+            return
+        self._succeed(proc, item, _Outcome(output=output, version=ver,
+                                           seconds=time.perf_counter() - started))
+
+    def _succeed(self, proc: Processor, item: _Item, outcome: _Outcome) -> None:
+        assert outcome.output is not None
+        item.outcomes[proc.name] = outcome
+        item.artifacts.update(outcome.output.artifacts)
+        STAGE_DURATION.labels(proc.name, "cached" if outcome.cached else "ok").observe(
+            outcome.seconds
+        )
+
+    def _fail(
+        self, proc: Processor, item: _Item, exc: BaseException, ver: str, seconds: float
     ) -> None:
-        ready: list[StageRun] = []
+        STAGE_ERRORS.labels(proc.name, type(exc).__name__).inc()
+        STAGE_DURATION.labels(proc.name, "error").observe(seconds)
+        log.warning("stage failed", extra={
+            "stage": proc.name, "asset_id": item.asset.id, "job_id": item.job_id,
+            "attempt": item.runs[proc.name].attempt, "error": repr(exc),
+        })
+        item.outcomes[proc.name] = _Outcome(error=exc, version=ver, seconds=seconds)
+
+    def _input(self, item: _Item, artifacts: dict[str, Any]) -> StageInput:
+        asset = item.asset
+        sha = asset.sha256
+
+        def blob() -> bytes:
+            data = item.memo.get("source")
+            if data is None:
+                data = item.memo["source"] = self.stores.blobs.get(sha)
+            return bytes(data)
+
+        return StageInput(
+            asset_id=asset.id, tenant_id=asset.tenant_id, kind=MediaKind(asset.kind),
+            sha256=sha, mime=asset.mime, metadata=dict(asset.meta or {}),
+            artifacts=artifacts, blob=blob, memo=item.memo,
+        )
+
+    def _cached(
+        self, proc: Processor, batch: list[tuple[_Item, StageInput, str]]
+    ) -> dict[tuple[str, str], StageOutput]:
+        if not proc.cacheable:
+            return {}
+        keys = {(item.asset.tenant_id, item.asset.sha256, ver): item.asset.id
+                for item, _inp, ver in batch}
+        with self.stores.db.session(write=False) as s:
+            rows = s.execute(
+                select(FeatureCache.tenant_id, FeatureCache.sha256, FeatureCache.version,
+                       FeatureCache.output)
+                .where(FeatureCache.processor == proc.name,
+                       tuple_(FeatureCache.tenant_id, FeatureCache.sha256,
+                              FeatureCache.version).in_(list(keys)))
+            ).all()
+        out = {}
+        for tenant, sha, ver, output in rows:
+            for item, _inp, v in batch:
+                if (item.asset.tenant_id, item.asset.sha256, v) == (tenant, sha, ver):
+                    out[(item.asset.id, v)] = StageOutput.from_json(output)
+        return out
+
+    # --- settling --------------------------------------------------------------------
+    def _settle(self, step: str, claimed: Sequence[ClaimedRun], items: list[_Item]) -> None:
+        """One write transaction: outputs, cache entries and every claimed run's state."""
+        now = utcnow()
+        by_job = {item.job_id: item for item in items}
+        ready_steps: set[str] = set()
+        retry_after: list[float] = []
         deliveries: list[str] = []
         with self.stores.db.session() as s:
-            jobs.lock_job(s, run.job_id)
-            values: dict[str, Any] = {
-                "state": state, "lease_until": None,
-                "duration_ms": (time.perf_counter() - started) * 1000,
-            }
-            if state in jobs.TERMINAL:
-                values["finished_at"] = utcnow()
-            if state == "queued":
-                values["enqueued_at"] = utcnow()
-            if output is not None:
-                values.update(model_version=output.model_version, cached=cached, error=None)
-            if error is not None:
-                values["error"] = f"{type(error).__name__}: {error}"[:2000]
-            result = s.execute(
-                update(StageRun)
-                .where(StageRun.id == run.id, StageRun.state == "running",
-                       StageRun.attempts == attempt)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                log.info("lease lost before completion; another worker owns the stage")
-                return
-            if state in ("failed", "skipped"):
-                plan = self.registry.plan(MediaKind(s.get(Asset, run.asset_id).kind))  # type: ignore[union-attr]
-                jobs.skip_stages(s, run.job_id, dependents(plan, run.processor))
-            runs = jobs.job_runs(s, run.job_id)
-            ready = jobs.release_ready(s, run.job_id, runs)
-            deliveries = jobs.finalize_if_done(s, run.job_id, runs)
-        if ready:
-            self._enqueue(ready)
+            job_ids = sorted({c.job_id for c in claimed})
+            # Lock the jobs (PostgreSQL: row locks, in id order) so two steps of one job
+            # settling at once see each other's states; SQLite serialises writers anyway.
+            list(s.scalars(select(Job.id).where(Job.id.in_(job_ids))
+                           .order_by(Job.id).with_for_update()))
+            runs = list(s.scalars(select(StageRun).where(StageRun.job_id.in_(job_ids))))
+            mine = {c.id: c for c in claimed}
+            owned = {r.id for r in runs if r.id in mine and r.state == "running"
+                     and r.attempts == mine[r.id].attempt}
+            if len(owned) < len(mine):
+                log.info("leases lost before completion", extra={
+                    "step": step, "lost": len(mine) - len(owned)})
+            assets = {a.id: a for a in s.scalars(
+                select(Asset).where(Asset.id.in_({c.asset_id for c in claimed})))}
+            cache_rows = []
+            load: dict[str, int] = defaultdict(int)
+            failed_for_good: dict[str, list[str]] = defaultdict(list)
+            runs_by_job: dict[str, list[StageRun]] = defaultdict(list)
+            for run in runs:
+                runs_by_job[run.job_id].append(run)
+            for run in runs:
+                if run.id not in owned:
+                    continue
+                item = by_job.get(run.job_id)
+                found = assets.get(run.asset_id)
+                outcome = item.outcomes.get(run.processor) if item else None
+                if item is None or found is None or outcome is None:
+                    outcome = _Outcome(error=LookupError("asset or run vanished mid-step"))
+                run.lease_until = None
+                if outcome.output is not None:
+                    proc = self.registry.get(run.processor)
+                    if proc.cacheable and not outcome.cached:
+                        cache_rows.append({
+                            "tenant_id": run.tenant_id, "sha256": found.sha256,  # type: ignore[union-attr]
+                            "processor": proc.name, "version": outcome.version,
+                            "output": outcome.output.to_json(),
+                        })
+                    write_rows(s, self.stores, found, proc, outcome.output)  # type: ignore[arg-type]
+                    run.state, run.finished_at, run.error = "succeeded", now, None
+                    run.model_version = outcome.output.model_version
+                    run.cached = outcome.cached
+                    run.duration_ms = outcome.seconds * 1000
+                    run.not_before = None
+                    load[run.tenant_id] -= 1
+                elif outcome.blocked:
+                    continue  # settled below, after the runs it waits on
+                else:
+                    err = outcome.error
+                    run.error = f"{type(err).__name__}: {err}"[:2000]
+                    run.duration_ms = outcome.seconds * 1000
+                    if run.attempts > self.settings.max_retries:
+                        run.state, run.finished_at = "failed", now
+                        load[run.tenant_id] -= 1
+                        failed_for_good[run.job_id].append(run.processor)
+                    else:
+                        delay = jobs.backoff_s(run.attempts, self.settings.retry_min_backoff_ms,
+                                               self.settings.retry_max_backoff_ms)
+                        run.state, run.enqueued_at = "queued", now
+                        run.not_before = now + timedelta(seconds=delay)
+                        retry_after.append(delay)
+            # Runs that waited on a step-mate that did not succeed: given back untouched
+            # (their attempt does not count), with the step-mate's backoff; or skipped.
+            for run in runs:
+                if run.id in owned and run.state == "running":
+                    mates = {r.processor: r for r in runs_by_job[run.job_id]}
+                    upstream = [mates[d] for d in run.depends_on.get("stages", [])
+                                if d in mates]
+                    if any(u.state in ("failed", "skipped") for u in upstream):
+                        run.state, run.finished_at = "skipped", now
+                        run.error, run.lease_until = "an upstream stage failed", None
+                        load[run.tenant_id] -= 1
+                        continue
+                    waits = [u.not_before for u in upstream if u.not_before is not None]
+                    run.state, run.attempts, run.enqueued_at = "queued", run.attempts - 1, now
+                    run.not_before = max(waits) if waits else now + timedelta(seconds=1)
+                    run.lease_until = None
+            if cache_rows:
+                insert_ignore(s, FeatureCache, cache_rows)
+            s.flush()
+            for job_id, failed in failed_for_good.items():
+                job_runs = runs_by_job[job_id]
+                asset = assets.get(job_runs[0].asset_id)
+                if asset is None:
+                    continue
+                plan = self.registry.plan(MediaKind(asset.kind))
+                doomed = set().union(*(dependents(plan, name) for name in failed))
+                for run in job_runs:
+                    if run.processor in doomed and run.state in ("pending", "queued", "running"):
+                        run.state, run.finished_at = "skipped", now
+                        run.error, run.lease_until = "an upstream stage failed", None
+                        load[run.tenant_id] -= 1
+            for job_id in job_ids:
+                job_runs = runs_by_job[job_id]
+                ready_steps |= {r.step for r in jobs.release_ready(s, job_id, job_runs)}
+                deliveries += jobs.finalize_if_done(s, job_id, job_runs)
+            jobs.adjust_load(s, load)
+        if ready_steps:
+            self._ring(ready_steps)
+        if retry_after:
+            self._ring([step], delay_ms=int(min(retry_after) * 1000) + 1)
         if deliveries:
             self._notify(deliveries)
+

@@ -1,8 +1,11 @@
-"""Turning "run stage S" and "deliver webhook W" into broker messages, and back.
+"""Turning "step S has work" and "deliver webhook W" into broker messages, and back.
 
-The broker only carries ids; the database says what they mean. Actors are declared on
-the broker instance the process uses (no global broker), so tests and the server can
-each build their own.
+The broker only carries names and ids; the database says what they mean. A stage
+message is a doorbell: it names a step, never a stage run, and the worker that takes it
+claims a batch of that step's ready runs from the database. ``step_bell`` keeps at most
+one unstarted doorbell per step on the broker, so a burst of ingests rings once.
+Actors are declared on the broker instance the process uses (no global broker), so
+tests and the server can each build their own.
 """
 
 from __future__ import annotations
@@ -13,52 +16,90 @@ from typing import Any, Protocol
 import dramatiq
 from dramatiq import Message
 from dramatiq.broker import Broker
+from sqlalchemy import update
 
-RUN_STAGE = "run_stage"
+from kenning.stores.metadata import Database
+from kenning.stores.metadata.database import insert_ignore
+from kenning.stores.metadata.tables import StepBell, utcnow
+
+RUN_STEP = "run_step"
 DELIVER_WEBHOOK = "deliver_webhook"
 WEBHOOK_QUEUE = "webhooks"
 
 
 class QueuedStage(Protocol):
-    id: str
-    queue: str
-    processor: str
+    step: str
+
+
+def step_queue(step: str) -> str:
+    """The broker queue a step's doorbells go to (its name starts with ``queue:``)."""
+    return step.split(":", 1)[0]
 
 
 class Dispatcher:
-    """Sends stage and webhook messages with the right queue, time limit and retries."""
+    """Rings step doorbells and sends webhook messages with the right options."""
 
     def __init__(
         self,
         broker: Broker,
+        db: Database,
         *,
         time_limit_s: Callable[[str], float],
-        max_retries: int,
         webhook_max_attempts: int,
     ) -> None:
         self.broker = broker
+        self.db = db
         self._time_limit_s = time_limit_s
-        self._max_retries = max_retries
         self._webhook_retries = max(webhook_max_attempts - 1, 0)
+        self.rung = 0
+        """Doorbell messages sent by this process (the bench counts them)."""
 
     def declare_queues(self, queues: Iterable[str]) -> None:
         for name in sorted(set(queues) | {WEBHOOK_QUEUE}):
             self.broker.declare_queue(name)
 
     def stages(self, runs: Sequence[QueuedStage]) -> None:
-        for run in runs:
-            self.broker.declare_queue(run.queue)
+        """Ring the doorbell of every step these newly queued runs belong to."""
+        self.ring({run.step for run in runs})
+
+    def ring(self, steps: Iterable[str], *, force: bool = False, delay_ms: int = 0) -> None:
+        """Send a doorbell for each step that has none waiting (``force``: send anyway,
+        for the reconciler, which cannot tell a lost message from a slow one; ``delay_ms``:
+        a retry's backoff, always sent)."""
+        steps = sorted(set(steps))
+        if not steps:
+            return
+        send = steps
+        if not (force or delay_ms):
+            with self.db.session() as s:
+                insert_ignore(s, StepBell, [{"step": st, "rung": False} for st in steps])
+                send = list(s.scalars(
+                    update(StepBell)
+                    .where(StepBell.step.in_(steps), StepBell.rung.is_(False))
+                    .values(rung=True, rung_at=utcnow())
+                    .returning(StepBell.step)
+                ))
+        for step in send:
+            self.broker.declare_queue(step_queue(step))
             self.broker.enqueue(
                 Message(
-                    queue_name=run.queue,
-                    actor_name=RUN_STAGE,
-                    args=(run.id,),
+                    queue_name=step_queue(step),
+                    actor_name=RUN_STEP,
+                    args=(step,),
                     kwargs={},
-                    options={
-                        "time_limit": int(self._time_limit_s(run.processor) * 1000),
-                        "max_retries": self._max_retries,
-                    },
-                )
+                    options={"time_limit": int(self._time_limit_s(step) * 1000),
+                             "max_retries": 0},
+                ),
+                delay=delay_ms or None,
+            )
+            self.rung += 1
+
+    def answered(self, step: str) -> None:
+        """A worker took the doorbell of ``step``: the next ring sends a new one."""
+        with self.db.session() as s:
+            s.execute(
+                update(StepBell).where(StepBell.step == step).values(rung=False)
+                .execution_options(synchronize_session=False)
             )
 
     def webhooks(self, delivery_ids: Sequence[str]) -> None:
@@ -87,14 +128,20 @@ def _discarding(fn: Callable[[str], Any]) -> Callable[[str], None]:
 def declare_actors(
     broker: Broker,
     *,
-    run_stage: Callable[[str], Any],
+    run_step: Callable[[str], Any],
     deliver_webhook: Callable[[str], Any],
     min_backoff_ms: int,
     max_backoff_ms: int,
 ) -> None:
-    """Bind the two actors to ``broker``. Retries use exponential backoff with jitter."""
+    """Bind the two actors to ``broker``.
+
+    Doorbells are never retried by the broker (``max_retries`` 0 on each message): a
+    stage run's attempts, backoff and dead-lettering live in its ``stage_run`` row. The
+    broker's redelivery of an unacknowledged message stays as crash safety. Webhook
+    retries use the broker's exponential backoff with jitter.
+    """
     for name, fn, queue in (
-        (RUN_STAGE, run_stage, "default"),
+        (RUN_STEP, run_step, "default"),
         (DELIVER_WEBHOOK, deliver_webhook, WEBHOOK_QUEUE),
     ):
         decorate = dramatiq.actor(

@@ -8,7 +8,7 @@ failures, another tenant has. Operators see the broker's global depths on ``/met
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,11 +17,11 @@ from sqlalchemy import case, func, select
 
 from kenning.pipeline import jobs
 from kenning.principal import Principal
-from kenning.queue.dispatch import RUN_STAGE, WEBHOOK_QUEUE
-from kenning.queue.protocol import DeadLetter, QueueAdmin
+from kenning.queue.dispatch import RUN_STEP, WEBHOOK_QUEUE
+from kenning.queue.protocol import QueueAdmin
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.audit import record
-from kenning.stores.metadata.tables import Asset, StageRun, WebhookDelivery
+from kenning.stores.metadata.tables import StageRun, WebhookDelivery, utcnow
 
 __all__ = ["AdminService", "DeadLetterView", "QueueStats", "short_reason"]
 
@@ -29,8 +29,7 @@ REASON_CHARS = 300
 """Longest failure reason a tenant is shown (the full traceback stays in the logs)."""
 _COLUMNS = ("ready", "delayed", "in_flight", "dead")
 _SCAN_LIMIT = 10_000
-"""Most dead letters read from one queue per listing (the broker cannot look them up by
-stage; see :meth:`AdminService.dead_letters`)."""
+"""Most dead letters one redrive puts back to work."""
 # Absolute POSIX paths ("/srv/kenning/blobs/ab/...") and Windows ones ("C:\\..."), but not
 # the path part of a URL ("https://host/a/b"): a tenant must not learn the server's layout.
 _PATH = re.compile(r"(?<![\w/:.~-])/(?:[\w.@+-]+/)+[\w.@+-]*|\b[A-Za-z]:\\[^\s'\"]+")
@@ -82,9 +81,12 @@ def short_reason(text: str | None, limit: int = REASON_CHARS) -> str | None:
 
 
 class AdminService:
-    def __init__(self, db: Database, queues: QueueAdmin) -> None:
+    def __init__(
+        self, db: Database, queues: QueueAdmin, ring: Callable[[set[str]], None]
+    ) -> None:
         self.db = db
         self.queues = queues
+        self.ring = ring  # doorbells for the steps a redrive put back to work
 
     def queue_stats(self, who: Principal) -> list[QueueStats]:
         """Per queue, the caller's stages (and webhook deliveries) in each state.
@@ -103,8 +105,7 @@ class AdminService:
         retried = case((StageRun.attempts > 0, 1), else_=0)
         stages = (
             select(StageRun.queue, StageRun.state, retried, func.count())
-            .join(Asset, Asset.id == StageRun.asset_id)
-            .where(Asset.tenant_id == who.tenant_id,
+            .where(StageRun.tenant_id == who.tenant_id,
                    StageRun.state.in_(("queued", "running", "failed")))
             .group_by(StageRun.queue, StageRun.state, retried)
         )
@@ -129,60 +130,47 @@ class AdminService:
     def dead_letters(self, who: Principal, limit: int = 100) -> list[DeadLetterView]:
         """Dead letters of the caller's stages, oldest first.
 
-        The tenant's failed stages come from one query on the metadata store; a tenant
-        with none never touches the broker. Otherwise only the queues those stages run on
-        are read, because the :class:`QueueAdmin` protocol cannot look a dead letter up
-        by stage. ``reason`` is the stage's recorded error (``Type: message``), never the
-        traceback the broker keeps.
+        A dead letter is a stage run that failed for good: one indexed query on
+        ``stage_run`` (tenant, state), never a scan of the broker. ``reason`` is the
+        stage's recorded error (``Type: message``), shortened for a tenant.
         """
-        failed = self._failed_stages(who.tenant_id)
-        if not failed:
-            return []
-        out: list[DeadLetterView] = []
-        for queue in sorted({run.queue for run in failed.values()}):
-            for dl in self.queues.list_dead_letters(queue_name=queue, limit=_SCAN_LIMIT):
-                run = failed.get(_stage_id(dl) or "")
-                if run is not None:
-                    out.append(_view(dl, run))
-        out.sort(key=lambda v: (v.failed_at, v.id.zfill(20)))
-        return out[:limit]
-
-    def _failed_stages(self, tenant_id: str) -> dict[str, StageRun]:
         query = (
             select(StageRun)
-            .join(Asset, Asset.id == StageRun.asset_id)
-            .where(Asset.tenant_id == tenant_id, StageRun.state == "failed")
-            .order_by(StageRun.finished_at.desc())
-            .limit(_SCAN_LIMIT)
+            .where(StageRun.tenant_id == who.tenant_id, StageRun.state == "failed")
+            .order_by(StageRun.finished_at, StageRun.id)
+            .limit(limit)
         )
         with self.db.session(write=False) as s:
-            return {run.id: run for run in s.scalars(query)}
+            return [_view(run) for run in s.scalars(query)]
 
     def redrive(self, who: Principal, ids: Sequence[str] | None = None) -> list[str]:
-        """Reset the stages behind the tenant's dead letters and put them back to work."""
-        mine = {d.id: d for d in self.dead_letters(who, limit=_SCAN_LIMIT)}
-        chosen = [i for i in (ids if ids is not None else list(mine)) if i in mine]
-        if not chosen:
-            return []
+        """Reset the tenant's dead stages (all, or those ``ids``) and put them back to work."""
+        query = select(StageRun.id).where(
+            StageRun.tenant_id == who.tenant_id, StageRun.state == "failed"
+        )
+        if ids is not None:
+            query = query.where(StageRun.id.in_(list(ids)))
+        redriven: list[str] = []
+        steps: set[str] = set()
         with self.db.session() as s:
-            for dl_id in chosen:
-                dl = mine[dl_id]
-                if dl.actor == RUN_STAGE:
-                    jobs.reset_for_redrive(s, str(dl.args[0]))
+            for run_id in s.scalars(query.order_by(StageRun.finished_at, StageRun.id)
+                                    .limit(_SCAN_LIMIT)).all():
+                run = jobs.reset_for_redrive(s, run_id)
+                if run is None:
+                    continue
+                steps |= {r.step for r in jobs.job_runs(s, run.job_id) if r.state == "queued"}
                 record(s, tenant_id=who.tenant_id, actor=who.actor, action="deadletter.redrive",
-                       subject_type="stage_run", subject_id=str(dl.args[0]) if dl.args else dl_id,
-                       after={"dead_letter": dl_id, "stage": dl.stage, "asset_id": dl.asset_id})
-        redriven = self.queues.redrive(chosen)
-        return [d.id for d in redriven]
+                       subject_type="stage_run", subject_id=run.id,
+                       after={"dead_letter": run.id, "stage": run.processor,
+                              "asset_id": run.asset_id})
+                redriven.append(run.id)
+        self.ring(steps)
+        return redriven
 
 
-def _stage_id(dl: DeadLetter) -> str | None:
-    return str(dl.args[0]) if dl.actor_name == RUN_STAGE and dl.args else None
-
-
-def _view(dl: DeadLetter, run: StageRun) -> DeadLetterView:
+def _view(run: StageRun) -> DeadLetterView:
     return DeadLetterView(
-        id=dl.id, queue=dl.queue_name, actor=dl.actor_name, args=list(dl.args),
-        reason=short_reason(run.error) or short_reason(dl.reason), failed_at=dl.failed_at,
+        id=run.id, queue=run.queue, actor=RUN_STEP, args=[run.step],
+        reason=short_reason(run.error), failed_at=run.finished_at or run.started_at or utcnow(),
         stage=run.processor, asset_id=run.asset_id,
     )

@@ -1,4 +1,4 @@
-"""The reconciler re-sends lost messages and takes back stages of dead or late workers."""
+"""The reconciler re-rings lost doorbells and takes back stages of dead or late workers."""
 
 from __future__ import annotations
 
@@ -37,17 +37,18 @@ def _normalize_run(kenning: Kenning) -> StageRun:
         return run
 
 
-def test_lost_message_is_sent_again(idle: tuple[Kenning, Principal]) -> None:
+def test_lost_doorbell_is_rung_again(idle: tuple[Kenning, Principal]) -> None:
     kenning, who = idle
     kenning.ingest.ingest_text(who, "Ferries stopped running in the storm.", IngestRequest())
+    assert _ready(kenning, "text") == 1  # one doorbell for the text step
+    kenning.ingest.ingest_text(who, "A second article rings no second bell.", IngestRequest())
     assert _ready(kenning, "text") == 1
     kenning.broker.flush("text")  # the message is lost; the database still says "queued"
     assert kenning.reconciler.sweep() == 0  # not stale yet: it may still be in flight
     with kenning.stores.db.session() as s:
         s.execute(update(StageRun).values(enqueued_at=utcnow() - timedelta(hours=1)))
-    assert kenning.reconciler.sweep() == 1
+    assert kenning.reconciler.sweep() == 1  # one step to ring for
     assert _ready(kenning, "text") == 1
-    assert kenning.reconciler.sweep() == 0  # enqueued_at was refreshed
 
 
 def test_expired_lease_is_taken_over_once(idle: tuple[Kenning, Principal]) -> None:
@@ -56,13 +57,35 @@ def test_expired_lease_is_taken_over_once(idle: tuple[Kenning, Principal]) -> No
     kenning.broker.flush("text")
     run = _normalize_run(kenning)
     with kenning.stores.db.session() as s:
-        s.execute(update(StageRun).where(StageRun.id == run.id).values(
+        s.execute(update(StageRun).where(StageRun.step == run.step).values(
             state="running", attempts=1, worker="elsewhere:1",
             lease_until=utcnow() - timedelta(seconds=1)))
-    assert kenning.reconciler.sweep() == 1
-    assert kenning.runner.run(run.id) == "succeeded"
-    assert kenning.runner.run(run.id) == "not-claimed"  # the re-sent duplicate is a no-op
+    assert kenning.reconciler.sweep() == 4  # the step's four runs expired
+    assert _normalize_run(kenning).state == "queued"
+    assert kenning.runner.run_step(run.step) == 4
+    assert kenning.runner.run_step(run.step) == 0  # the re-sent duplicate is a no-op
     assert _normalize_run(kenning).attempts == 2
+    assert _normalize_run(kenning).state == "succeeded"
+
+
+def test_expired_lease_past_its_attempts_is_a_dead_letter(
+    idle: tuple[Kenning, Principal]
+) -> None:
+    kenning, who = idle
+    kenning.ingest.ingest_text(who, "This stage kills its worker every time.", IngestRequest())
+    run = _normalize_run(kenning)
+    with kenning.stores.db.session() as s:
+        s.execute(update(StageRun).where(StageRun.id == run.id).values(
+            state="running", attempts=kenning.settings.max_retries + 1, worker="elsewhere:1",
+            lease_until=utcnow() - timedelta(seconds=1)))
+    kenning.reconciler.sweep()
+    with kenning.stores.db.session(write=False) as s:
+        states = dict(s.execute(select(StageRun.processor, StageRun.state)).all())
+    assert states["text.normalize"] == "failed"
+    assert {states[n] for n in ("text.chunk", "text.language", "text.keyword",
+                                "text.embed")} == {"skipped"}
+    (dead,) = kenning.admin.dead_letters(who)
+    assert dead.stage == "text.normalize" and "lease expired" in (dead.reason or "")
 
 
 def test_stages_of_a_dead_process_are_released(idle: tuple[Kenning, Principal]) -> None:

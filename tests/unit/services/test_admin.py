@@ -9,19 +9,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from kenning.principal import Principal
-from kenning.queue.dispatch import RUN_STAGE, WEBHOOK_QUEUE
+from kenning.queue.dispatch import WEBHOOK_QUEUE
 from kenning.queue.protocol import DeadLetter, QueueAdmin, QueueDepth
 from kenning.services.admin import REASON_CHARS, AdminService, QueueStats, short_reason
 from kenning.services.tenants import TenantService
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Asset, Job, StageRun, WebhookDelivery
+from kenning.stores.metadata.tables import Asset, Job, StageRun, WebhookDelivery, utcnow
 from tests.conftest import migrated_database
 
 TRACEBACK = (
@@ -81,9 +80,14 @@ def broker() -> FakeBroker:
 
 
 @pytest.fixture
-def admin(db: Database, broker: FakeBroker) -> AdminService:
+def rung() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def admin(db: Database, broker: FakeBroker, rung: list[str]) -> AdminService:
     assert isinstance(broker, QueueAdmin)
-    return AdminService(db, broker)
+    return AdminService(db, broker, rung.extend)
 
 
 def _tenant(db: Database, name: str) -> Principal:
@@ -109,22 +113,14 @@ def _stage(
 ) -> str:
     asset_id, job_id = _job(db, who)
     with db.session() as s:
-        run = StageRun(job_id=job_id, asset_id=asset_id, processor=processor or f"{queue}.x",
-                       version="1", queue=queue, state=state, attempts=attempts, error=error)
+        name = processor or f"{queue}.x"
+        run = StageRun(job_id=job_id, asset_id=asset_id, tenant_id=who.tenant_id,
+                       processor=name, version="1", queue=queue, step=f"{queue}:{name}",
+                       state=state, attempts=attempts, error=error,
+                       finished_at=utcnow() if state == "failed" else None)
         s.add(run)
         s.flush()
         return run.id
-
-
-def _dead_letter(broker: FakeBroker, stage_run_id: str, queue: str, **kw: Any) -> DeadLetter:
-    letter = DeadLetter(
-        id=str(len(broker.letters) + 1), queue_name=queue, message_id=uuid.uuid4().hex,
-        actor_name=kw.get("actor", RUN_STAGE), args=(stage_run_id,), kwargs={}, options={},
-        reason=kw.get("reason", TRACEBACK),
-        failed_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=len(broker.letters)),
-    )
-    broker.letters.append(letter)
-    return letter
 
 
 def _by_queue(stats: list[QueueStats]) -> dict[str, tuple[int, int, int, int]]:
@@ -172,57 +168,57 @@ def test_webhook_deliveries_count_on_the_webhook_queue(db: Database, admin: Admi
 
 
 def test_dead_letter_reason_is_short_and_has_no_traceback(
-    db: Database, admin: AdminService, broker: FakeBroker
+    db: Database, admin: AdminService
 ) -> None:
     a = _tenant(db, "a")
     run_id = _stage(db, a, "text", "failed", attempts=4, processor="text.language",
                     error="RuntimeError: language model unavailable")
-    letter = _dead_letter(broker, run_id, "text")
     (view,) = admin.dead_letters(a)
-    assert (view.id, view.stage, view.queue) == (letter.id, "text.language", "text")
+    assert (view.id, view.stage, view.queue) == (run_id, "text.language", "text")
     assert view.reason == "RuntimeError: language model unavailable"
 
 
-def test_dead_letter_reason_falls_back_to_the_last_traceback_line(
-    db: Database, admin: AdminService, broker: FakeBroker
-) -> None:
+def test_dead_letter_reason_is_the_last_traceback_line(db: Database, admin: AdminService) -> None:
     a = _tenant(db, "a")
-    _dead_letter(broker, _stage(db, a, "text", "failed", attempts=4), "text")
+    _stage(db, a, "text", "failed", attempts=4, error=TRACEBACK)
     (view,) = admin.dead_letters(a)
     assert view.reason == "RuntimeError: language model unavailable"
 
 
-def test_dead_letters_are_the_callers_only_and_need_no_broker_scan_without_failures(
+def test_dead_letters_are_the_callers_only_and_never_read_the_broker(
     db: Database, admin: AdminService, broker: FakeBroker
 ) -> None:
     a, b = _tenant(db, "a"), _tenant(db, "b")
     mine = [_stage(db, a, "text", "failed", attempts=4, error="ValueError: bad")
             for _ in range(3)]
-    for run_id in mine:
-        _dead_letter(broker, run_id, "text")
     assert admin.dead_letters(b) == []
-    assert broker.listed == []  # tenant B has no failed stage: the broker was not read
-    assert [v.args[0] for v in admin.dead_letters(a)] == mine  # oldest first
-    assert [v.args[0] for v in admin.dead_letters(a, limit=2)] == mine[:2]
-    assert broker.listed == ["text", "text"]  # only the queue A's failures ran on
+    assert [v.id for v in admin.dead_letters(a)] == mine  # oldest first
+    assert [v.id for v in admin.dead_letters(a, limit=2)] == mine[:2]
+    assert broker.listed == []  # stage_run is the one owner of dead letters
+
+
+def test_dead_letter_listing_uses_the_tenant_state_index(db: Database) -> None:
+    with db.session(write=False) as s:
+        plan = " ".join(str(row) for row in s.execute(text(
+            "EXPLAIN QUERY PLAN SELECT id FROM stage_run WHERE tenant_id = 'x' "
+            "AND state = 'failed' ORDER BY finished_at LIMIT 100")))
+    assert "ix_stage_tenant_state" in plan
 
 
 def test_redrive_moves_only_the_callers_dead_letters(
-    db: Database, admin: AdminService, broker: FakeBroker
+    db: Database, admin: AdminService, rung: list[str]
 ) -> None:
     a, b = _tenant(db, "a"), _tenant(db, "b")
     a_run = _stage(db, a, "text", "failed", attempts=4, error="ValueError: bad")
     b_run = _stage(db, b, "image", "failed", attempts=4, error="ValueError: bad")
-    a_letter = _dead_letter(broker, a_run, "text")
-    b_letter = _dead_letter(broker, b_run, "image")
-    assert admin.redrive(a, [b_letter.id]) == []  # not A's to touch
-    assert admin.redrive(a) == [a_letter.id]
-    assert broker.redriven == [a_letter.id]
+    assert admin.redrive(a, [b_run]) == []  # not A's to touch
+    assert admin.redrive(a) == [a_run]
+    assert rung == ["text:text.x"]
     with db.session(write=False) as s:
         run = s.get(StageRun, a_run)
         assert run is not None and (run.state, run.attempts) == ("queued", 0)
     assert _by_queue(admin.queue_stats(a))["text"] == (1, 0, 0, 0)
-    assert admin.dead_letters(b)[0].id == b_letter.id
+    assert admin.dead_letters(b)[0].id == b_run
 
 
 # ------------------------------------------------------------------ reasons

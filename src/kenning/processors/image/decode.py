@@ -7,9 +7,9 @@ from typing import Any
 
 from PIL import Image
 
-from kenning.media.images import open_image
 from kenning.media.kinds import MediaKind
 from kenning.pipeline.processor import SOURCE, BaseProcessor, StageInput, StageOutput
+from kenning.processors.image.shared import original
 from kenning.settings import Settings
 
 __all__ = ["DecodeImage", "extract_exif"]
@@ -38,7 +38,7 @@ class DecodeImage(BaseProcessor):
         self.settings = settings or Settings()
 
     def process_one(self, item: StageInput) -> StageOutput:
-        im = open_image(item.blob(), self.settings)
+        im = original(item, self.settings)
         exif = extract_exif(im)
         width, height = im.size
         if exif.get("Orientation") in _SWAPS_SIDES:

@@ -15,9 +15,9 @@ from kenning.inference.ocr import (
     make_ocr_backend,
     sort_reading_order,
 )
-from kenning.media.images import safe_open_image
 from kenning.media.kinds import MediaKind
 from kenning.pipeline.processor import BaseProcessor, SegmentOut, StageInput, StageOutput
+from kenning.processors.image.shared import decoded
 from kenning.settings import Settings
 
 __all__ = ["OcrImage", "join_blocks", "read_image_text"]
@@ -41,7 +41,7 @@ class OcrImage(BaseProcessor):
         self.version = f"1+{self.ocr.name}+{self.settings.ocr_max_side}px"
 
     def process_one(self, item: StageInput) -> StageOutput:
-        image = safe_open_image(item.blob(), self.settings)
+        image = decoded(item, self.settings)
         blocks = read_image_text(self.ocr, image, self.settings.ocr_max_side)
         segments = [
             SegmentOut(

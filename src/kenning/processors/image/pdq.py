@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 
 from kenning.errors import MissingExtra
-from kenning.media.images import safe_open_image
 from kenning.media.kinds import MediaKind
 from kenning.pipeline.processor import BaseProcessor, FingerprintOut, StageInput, StageOutput
+from kenning.processors.image.shared import decoded
 from kenning.settings import Settings
 
 __all__ = ["VARIANTS", "HashPdq", "hamming", "pdq_dihedral", "pdq_hash"]
@@ -91,7 +91,7 @@ class HashPdq(BaseProcessor):
         self.settings = settings or Settings()
 
     def process_one(self, item: StageInput) -> StageOutput:
-        image = safe_open_image(item.blob(), self.settings)
+        image = decoded(item, self.settings)
         hashes, quality = pdq_dihedral(image)
         return StageOutput(
             artifacts={"image.pdq": {"hash": hashes["original"].hex(), "quality": quality}},

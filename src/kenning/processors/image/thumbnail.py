@@ -6,9 +6,9 @@ import io
 
 from PIL import Image
 
-from kenning.media.images import safe_open_image
 from kenning.media.kinds import MediaKind
 from kenning.pipeline.processor import BaseProcessor, StageInput, StageOutput
+from kenning.processors.image.shared import decoded
 from kenning.settings import Settings
 
 __all__ = ["ThumbnailImage", "make_thumbnail"]
@@ -29,7 +29,7 @@ class ThumbnailImage(BaseProcessor):
         self.version = f"1+{self.settings.thumbnail_px}px"
 
     def process_one(self, item: StageInput) -> StageOutput:
-        image = safe_open_image(item.blob(), self.settings)
+        image = decoded(item, self.settings)
         data, (width, height) = make_thumbnail(image, self.settings.thumbnail_px)
         artifact = {"width": width, "height": height, "mime": "image/jpeg", "bytes": len(data)}
         return StageOutput(artifacts={"image.thumbnail": artifact}, blobs={"thumbnail": data})

@@ -29,6 +29,7 @@ class EmbedText(BaseProcessor):
     requires = frozenset({"chunks"})
     produces = frozenset({"embeddings.text"})
     queue = "embed"
+    batched = True
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder

@@ -123,13 +123,20 @@ class StageRun(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "processor", name="uq_stage_job_processor"),
         Index("ix_stage_state_lease", "state", "lease_until"),
+        Index("ix_stage_claim", "step", "state", "not_before"),
+        Index("ix_stage_tenant_state", "tenant_id", "state"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
     asset_id: Mapped[str] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
     processor: Mapped[str] = mapped_column(String(100))
     version: Mapped[str] = mapped_column(String(100))
     queue: Mapped[str] = mapped_column(String(100))
+    step: Mapped[str] = mapped_column(String(300))
+    """The step (group of processors run together, see ``pipeline.steps``) it belongs to."""
+    not_before: Mapped[datetime | None] = mapped_column(default=None)
+    """Backoff: a queued run is not claimed before this time."""
     depends_on: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """``{"stages": [names]}``: upstream stages that must succeed first."""
     state: Mapped[str] = mapped_column(String(16), default="pending")
@@ -274,3 +281,47 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IndexLog(Base):
+    """What changed in the derived indexes, in commit order (their write-ahead log).
+
+    Written in the same transaction as the rows it describes; each process's vector,
+    hash and keyword indexes follow it from their own high-water mark, so a writer never
+    touches an index and a crash between a commit and an index update loses nothing.
+    """
+
+    __tablename__ = "index_log"
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    """``vector`` (embedding id), ``hash`` (fingerprint id) or ``keyword`` (segment id)."""
+    op: Mapped[str] = mapped_column(String(8))
+    """``add`` (read the row; skipped if it is gone) or ``remove``."""
+    item_id: Mapped[int] = mapped_column(BigInteger)
+    namespace: Mapped[str] = mapped_column(String(300), default="")
+    """Index namespace, so a removal needs no row that no longer exists."""
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TenantLoad(Base):
+    """Kept counters read by backpressure instead of a ``COUNT(*)`` per request."""
+
+    __tablename__ = "tenant_load"
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True
+    )
+    unfinished_stages: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StepBell(Base):
+    """One row per step: whether a doorbell message for it is on the broker, unstarted.
+
+    Ringing is ``UPDATE ... SET rung = true WHERE rung = false``: only the writer that
+    flips it sends a message, so a burst of ingests sends one doorbell, not one each.
+    """
+
+    __tablename__ = "step_bell"
+    step: Mapped[str] = mapped_column(String(300), primary_key=True)
+    rung: Mapped[bool] = mapped_column(Boolean, default=False)
+    rung_at: Mapped[datetime | None] = mapped_column(default=None)
