@@ -12,7 +12,7 @@ import hashlib
 import stat
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -27,10 +27,11 @@ from kenning.errors import Conflict, Unauthorized
 from kenning.hosts import worker_id
 from kenning.media.kinds import MediaKind
 from kenning.pipeline import jobs
+from kenning.pipeline.claims import ClaimedRun, claim_batch
 from kenning.pipeline.dag import dependents, plan
 from kenning.pipeline.processor import Processor
 from kenning.pipeline.registry import ProcessorRegistry
-from kenning.pipeline.runner import StageRunner
+from kenning.pipeline.runner import StepRunner
 from kenning.processors.text import ChunkText, KeywordIndexText, NormalizeText, normalize_text
 from kenning.services.tenants import Principal, TenantService, hash_key
 from kenning.settings import Settings
@@ -312,40 +313,47 @@ def test_datetimes_round_trip_as_aware_utc(db: Database, tenant_id: str) -> None
 def test_create_job_queues_roots_and_records_dependencies(db: Database, tenant_id: str) -> None:
     asset_id = add_asset(db, tenant_id)
     job_id, ready = start_job(db, asset_id)
-    assert ready == ["text.normalize"]
+    # The text step (one queue, connected) starts queued as a whole; embed waits.
+    assert sorted(ready) == ["text.chunk", "text.keyword", "text.language", "text.normalize"]
     with db.session(write=False) as s:
         rows = s.scalars(select(StageRun).where(StageRun.job_id == job_id))
         runs = {r.processor: r for r in rows}
         job = s.get(Job, job_id)
     assert job is not None and job.state == "queued" and job.tenant_id == tenant_id
     assert {n: r.state for n, r in runs.items()} == {
-        "text.normalize": "queued", "text.chunk": "pending", "text.language": "pending",
-        "text.embed": "pending", "text.keyword": "pending",
+        "text.normalize": "queued", "text.chunk": "queued", "text.language": "queued",
+        "text.embed": "pending", "text.keyword": "queued",
     }
+    assert {r.tenant_id for r in runs.values()} == {tenant_id}
+    assert {r.step for n, r in runs.items() if n != "text.embed"} == {TEXT_STEP}
+    assert runs["text.embed"].step == "embed:text.embed"
     assert runs["text.embed"].depends_on == {"stages": ["text.chunk"]}
     assert runs["text.normalize"].depends_on == {"stages": []}
     assert runs["text.normalize"].enqueued_at is not None
-    assert runs["text.chunk"].enqueued_at is None
+    assert runs["text.embed"].enqueued_at is None
     assert runs["text.embed"].version == "1+plan-only" and runs["text.embed"].queue == "embed"
 
 
 def test_release_ready_follows_the_dag(db: Database, tenant_id: str) -> None:
     job_id, _ = start_job(db, add_asset(db, tenant_id))
     with db.session() as s:
-        assert jobs.release_ready(s, job_id) == []  # normalize has not succeeded yet
-    set_states(db, job_id, {"text.normalize": "succeeded"})
-    with db.session() as s:
-        released = sorted(r.processor for r in jobs.release_ready(s, job_id))
-    assert released == ["text.chunk", "text.language"]
-    with db.session() as s:
-        assert jobs.release_ready(s, job_id) == []  # already queued: released once
-    set_states(db, job_id, {"text.chunk": "succeeded"})
+        assert jobs.release_ready(s, job_id) == []  # chunk has not succeeded yet
+    set_states(db, job_id, {"text.normalize": "succeeded", "text.chunk": "succeeded"})
     with db.session() as s:
         runs = jobs.release_ready(s, job_id)
         assert all(r.state == "queued" and r.enqueued_at is not None for r in runs)
         released = sorted(r.processor for r in runs)
-    assert released == ["text.embed", "text.keyword"]
+    assert released == ["text.embed"]
+    with db.session() as s:
+        assert jobs.release_ready(s, job_id) == []  # already queued: released once
     assert stage_states(db, job_id)["text.embed"] == "queued"
+    # A step whose runs went back to pending (a redrive reopening them) is released as a
+    # whole once its upstream outside the step succeeded: step-mates may wait on queued.
+    set_states(db, job_id, {"text.chunk": "pending", "text.keyword": "pending",
+                            "text.embed": "pending"})
+    with db.session() as s:
+        released = sorted(r.processor for r in jobs.release_ready(s, job_id))
+    assert released == ["text.chunk", "text.keyword"]
 
 
 def test_finalize_succeeded_job_creates_one_webhook_delivery(db: Database, tenant_id: str) -> None:
@@ -457,17 +465,18 @@ def test_redrive_reopens_the_failed_stage_and_what_it_skipped(db: Database, tena
         assert run is not None
         assert (run.state, run.attempts, run.finished_at) == ("queued", 0, None)
         assert run.enqueued_at is not None
-        reopened = s.scalars(select(StageRun).where(StageRun.job_id == job_id,
-                                                    StageRun.processor.in_(["text.embed",
-                                                                            "text.keyword"])))
-        assert {(r.state, r.error, r.finished_at) for r in reopened} == {("pending", None, None)}
+        reopened = {r.processor: (r.state, r.error, r.finished_at) for r in s.scalars(
+            select(StageRun).where(StageRun.job_id == job_id,
+                                   StageRun.processor.in_(["text.embed", "text.keyword"])))}
+        # keyword runs in chunk's step, so it is queued with it; embed waits for chunk.
+        assert reopened == {"text.keyword": ("queued", None, None),
+                            "text.embed": ("pending", None, None)}
     job, asset = job_and_asset(db, job_id)
     assert (job.state, job.finished_at, asset.status) == ("running", None, "processing")
 
     set_states(db, job_id, {"text.chunk": "succeeded"})
     with db.session() as s:
-        assert sorted(r.processor for r in jobs.release_ready(s, job_id)) == [
-            "text.embed", "text.keyword"]
+        assert sorted(r.processor for r in jobs.release_ready(s, job_id)) == ["text.embed"]
     set_states(db, job_id, {"text.embed": "succeeded", "text.keyword": "succeeded"})
     with db.session() as s:
         second = jobs.finalize_if_done(s, job_id)
@@ -512,57 +521,79 @@ class Outbox:
     """What the runner hands to the broker, kept for the test to drive."""
 
     def __init__(self) -> None:
-        self.stages: list[str] = []
+        self.steps: list[str] = []
+        self.delayed: list[tuple[str, int]] = []
         self.webhooks: list[str] = []
 
-    def enqueue(self, runs: Sequence[StageRun]) -> None:
-        self.stages.extend(r.id for r in runs)
+    def ring(self, steps: Iterable[str], *, force: bool = False, delay_ms: int = 0) -> None:
+        for step in sorted(set(steps)):
+            if delay_ms:
+                self.delayed.append((step, delay_ms))
+            elif force or step not in self.steps:
+                self.steps.append(step)
 
     def notify(self, deliveries: Sequence[str]) -> None:
         self.webhooks.extend(deliveries)
 
 
-def make_runner(stores: Stores, tmp_path: Path, outbox: Outbox) -> StageRunner:
+def make_runner(stores: Stores, tmp_path: Path, outbox: Outbox, **settings: Any) -> StepRunner:
     registry = ProcessorRegistry([NormalizeText(), ChunkText(60, 15), KeywordIndexText()])
-    return StageRunner(stores, registry, Settings(data_dir=tmp_path), enqueue=outbox.enqueue,
-                       notify=outbox.notify)
+    return StepRunner(stores, registry, Settings(data_dir=tmp_path, **settings),
+                      ring=outbox.ring, notify=outbox.notify)
 
 
-def test_claim_is_atomic_under_concurrency(
-    db: Database, stores: Stores, tenant_id: str, tmp_path: Path
+TEXT_STEP = TEXT_PLAN[0].step
+
+
+def test_batch_claims_are_disjoint_under_concurrency(
+    db: Database, stores: Stores, tenant_id: str
 ) -> None:
-    runner = make_runner(stores, tmp_path, Outbox())
-    job_id, _ = start_job(db, add_asset(db, tenant_id))
-    with db.session(write=False) as s:
-        run_id = s.scalar(select(StageRun.id).where(StageRun.job_id == job_id,
-                                                    StageRun.processor == "text.normalize"))
-    assert run_id is not None
+    """Eight workers claim batches of one step at once: every queued run is claimed
+    exactly once, each with its first attempt, and live leases are never taken."""
+    job_ids = {start_job(db, add_asset(db, tenant_id))[0] for _ in range(24)}
     threads = 8
     barrier = threading.Barrier(threads)
 
-    def claim(_: int) -> int | None:
+    def claim(_: int) -> list[ClaimedRun]:
         barrier.wait()
-        claimed = runner._claim(run_id)
-        return None if claimed is None else claimed[1]
+        with db.session() as s:
+            return claim_batch(s, TEXT_STEP, now=utcnow(), lease=timedelta(minutes=5),
+                               max_items=4, max_bytes=10**9)
 
     with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(claim, range(threads)))
-    assert sorted(results, key=lambda r: r or 0) == [None] * 7 + [1]
+        batches = list(pool.map(claim, range(threads)))
+    claimed = [c for batch in batches for c in batch if c.job_id in job_ids]
+    assert len({c.id for c in claimed}) == len(claimed)  # nobody claimed a run twice
+    assert all(len({c.job_id for c in batch}) <= 4 for batch in batches)
     with db.session(write=False) as s:
-        run = s.get(StageRun, run_id)
-        assert run is not None
-        assert (run.state, run.attempts, run.worker) == ("running", 1, worker_id())
-        assert run.lease_until is not None and run.lease_until > utcnow()
-    assert runner._claim(run_id) is None  # a live lease is not taken over
+        runs = s.scalars(select(StageRun).where(StageRun.job_id.in_(job_ids),
+                                                StageRun.step == TEXT_STEP)).all()
+    running = {r.id for r in runs if r.state == "running"}
+    assert running == {c.id for c in claimed}
+    assert all(r.attempts == 1 and r.worker == worker_id() for r in runs if r.state == "running")
+    assert {c.attempt for c in claimed} == {1}
+    # Whatever is left is still queued, and claimed by the next workers, never twice.
+    with db.session() as s:
+        again = claim_batch(s, TEXT_STEP, now=utcnow(), lease=timedelta(minutes=5),
+                            max_items=100, max_bytes=10**9)
+    assert not {c.id for c in again} & running
+    assert {c.job_id for c in again if c.job_id in job_ids} == job_ids - {
+        c.job_id for c in claimed}
 
-    with db.session() as s:  # the lease expires: exactly one of many takes over
-        s.execute(update(StageRun).where(StageRun.id == run_id)
-                  .values(lease_until=utcnow() - timedelta(seconds=1)))
-    barrier.reset()
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(claim, range(threads)))
-    assert sorted(results, key=lambda r: r or 0) == [None] * 7 + [2]
-    assert runner._claim(uuid.uuid4().hex) is None
+
+def test_claims_deal_round_robin_between_tenants(
+    db: Database, stores: Stores, tenants: TenantService
+) -> None:
+    """A tenant with a backlog does not crowd out one that ingests later."""
+    flood, late = (tenants.create_tenant(f"t-{uuid.uuid4().hex}") for _ in range(2))
+    for _ in range(20):
+        start_job(db, add_asset(db, flood))
+    start_job(db, add_asset(db, late))
+    with db.session() as s:
+        batch = claim_batch(s, TEXT_STEP, now=utcnow(), lease=timedelta(minutes=5),
+                            max_items=4, max_bytes=10**9)
+    owners = [c.tenant_id for c in batch]
+    assert late in owners and len({c.job_id for c in batch}) == 4
 
 
 def test_runner_drives_a_text_job_to_done(
@@ -579,17 +610,15 @@ def test_runner_drives_a_text_job_to_done(
         assert asset is not None
         job, ready = jobs.create_job(s, asset, runner.registry.plan(MediaKind.TEXT))
         job_id = job.id
-    outbox.enqueue(ready)
-    order = []
-    while outbox.stages:
-        run_id = outbox.stages.pop(0)
-        with db.session(write=False) as s:
-            run = s.get(StageRun, run_id)
-            assert run is not None
-            order.append(run.processor)
-        assert runner.run(run_id) == "succeeded"
-        assert runner.run(run_id) == "not-claimed"  # a duplicated message is a no-op
-    assert order == ["text.normalize", "text.chunk", "text.keyword"]
+    # The whole job is one step (one queue, connected): every run starts queued.
+    assert {r.processor for r in ready} == {"text.normalize", "text.chunk", "text.keyword"}
+    outbox.ring(r.step for r in ready)
+    claimed = 0
+    while outbox.steps:
+        step = outbox.steps.pop(0)
+        claimed += runner.run_step(step)
+        assert runner.run_step(step) == 0  # a duplicated doorbell is a no-op
+    assert claimed >= 3
 
     job_row, asset_row = job_and_asset(db, job_id)
     assert (job_row.state, asset_row.status) == ("succeeded", "ready")
