@@ -636,5 +636,6 @@ def test_runner_drives_a_text_job_to_done(
         assert "two metres" in " ".join(c.text or "" for c in chunks)
         runs = s.scalars(select(StageRun).where(StageRun.job_id == job_id)).all()
         assert {(r.state, r.attempts, r.lease_until) for r in runs} == {("succeeded", 1, None)}
+    stores.follower.catch_up()  # the indexes follow the log the step wrote
     hits = stores.keyword.search(tenant_id, "river metres", 5)
     assert hits and {h.asset_id for h in hits} == {asset_id}

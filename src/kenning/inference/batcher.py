@@ -80,6 +80,19 @@ class EmbeddingBatcher:
             self._queue.put(None)
         self._thread.join(timeout=30)
 
+    def _embed_bounded(self, texts: list[str]) -> np.ndarray:
+        """One backend call per slice within the item and character bounds: a request
+        larger than them (a step's whole batch) is split, never padded into one call
+        (the model's cost per text grows with the longest text of its call)."""
+        parts, start, chars = [], 0, 0
+        for i, text in enumerate(texts):
+            if i > start and (i - start >= self._max_items or chars + len(text) > self._max_chars):
+                parts.append(self.backend.embed(texts[start:i]))
+                start, chars = i, 0
+            chars += len(text)
+        parts.append(self.backend.embed(texts[start:]))
+        return parts[0] if len(parts) == 1 else np.vstack(parts)
+
     def _next_batch(self) -> list[_Request] | None:
         first = self._carry or self._queue.get()
         self._carry = None
@@ -119,7 +132,7 @@ class EmbeddingBatcher:
             INFERENCE_BATCH_SIZE.labels(self.model_id).observe(len(texts))
             started = time.perf_counter()
             try:
-                vectors = self.backend.embed(texts)
+                vectors = self._embed_bounded(texts)
                 if len(vectors) != len(texts):
                     raise RuntimeError(
                         f"{self.model_id} returned {len(vectors)} rows for {len(texts)} texts"

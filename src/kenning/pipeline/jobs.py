@@ -134,7 +134,6 @@ def release_ready(
                 run.state, run.enqueued_at, run.not_before = "queued", now, None
                 ready.append(run)
                 changed = True
-    s.flush()
     return ready
 
 

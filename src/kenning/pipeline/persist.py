@@ -1,28 +1,30 @@
 """Writes one stage's output into the stores that own each part, idempotently.
 
-Order matters for crash safety: (1) rows in the metadata DB replace whatever this stage
-wrote before, (2) indexes are updated (upserts by row id, removal of the replaced ids),
-(3) only then does the runner mark the stage succeeded. A crash anywhere re-runs the
-stage, which repeats (1) and (2) with the same end state: nothing is lost or doubled.
+The rows in the metadata DB replace whatever this stage wrote before, and the index
+changes that implies (removal of the replaced ids, additions of the new ones) go into the
+index log, all in the caller's transaction. Nothing here touches an index: each process
+that searches follows the log (:mod:`kenning.stores.follower`). A crash before the commit
+loses both the rows and their log entries; re-running the stage repeats the replacement
+with the same end state, so nothing is lost or doubled.
+
+A keyword document is the text of the segment it names (the follower reads the segment
+when it indexes the document), so a stage must put the text it wants indexed in a
+segment; :func:`write_rows` refuses a document whose text differs from its segment's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from kenning.pipeline.processor import Processor, StageOutput
+from kenning.stores import index_log
 from kenning.stores.blobs import lifetime
-from kenning.stores.bundle import (
-    Stores,
-    hash_namespace,
-    index_codes,
-    index_vectors,
-    vector_namespace,
-)
+from kenning.stores.bundle import Stores
+from kenning.stores.index_log import IndexChanges
 from kenning.stores.keyword import KeywordDoc
 from kenning.stores.metadata.tables import (
     Asset,
@@ -34,101 +36,173 @@ from kenning.stores.metadata.tables import (
 )
 
 
-@dataclass
-class IndexWork:
-    """Index changes to apply after the rows are committed."""
-
-    tenant_id: str
-    asset_id: str
-    removed_segments: list[int] = field(default_factory=list)
-    removed_embeddings: list[tuple[int, str, bool]] = field(default_factory=list)
-    removed_fingerprints: list[tuple[int, str]] = field(default_factory=list)
-    vectors: list[tuple[int, str, bool, np.ndarray]] = field(default_factory=list)
-    """(embedding id, space, asset_level, vector)."""
-    codes: list[tuple[int, str, bytes]] = field(default_factory=list)
-    keyword_docs: list[KeywordDoc] = field(default_factory=list)
-
-
 def write_rows(
     session: Session, stores: Stores, asset: Asset, proc: Processor, output: StageOutput
-) -> IndexWork:
-    """Replace this stage's rows for the asset with ``output``; return the index work."""
-    work = IndexWork(asset.tenant_id, asset.id)
-    # DELETE ... RETURNING: what this stage wrote before goes, and its ids come back for
-    # the index clean-up, in one statement per table. Embeddings go first, also other
-    # stages' embeddings of this stage's segments: the foreign key would cascade those
-    # away in the database, but the vector index would keep them.
-    own_segments = select(Segment.id).where(
-        Segment.asset_id == asset.id, Segment.producer == proc.name
-    )
-    for emb_id, space, seg in session.execute(
+) -> IndexChanges | None:
+    """Replace this stage's rows for the asset with ``output`` and log the index changes
+    in the same transaction; return them (``None`` when there are none)."""
+    (changes,) = write_outputs(session, stores, [(asset, proc, output)])
+    return changes or None
+
+
+def write_outputs(
+    session: Session,
+    stores: Stores,
+    outputs: Sequence[tuple[Asset, Processor, StageOutput]],
+) -> list[IndexChanges]:
+    """Replace, for each (asset, processor), what it wrote before with its new output,
+    in one set of statements for the whole batch, and log the index changes.
+
+    A handful of statements per batch, whatever its size: one ``DELETE ... RETURNING``
+    per table for what the batch's (asset, processor) pairs wrote before (embeddings go
+    first, also other stages' embeddings of those segments: the foreign key would
+    cascade them away in the database, but the vector index would keep them), then one
+    multi-row ``INSERT ... RETURNING`` per table, then one insert into the index log.
+    Returns one :class:`IndexChanges` per output, in order.
+    """
+    if not outputs:
+        return []
+    changes = [IndexChanges(asset.tenant_id, asset.id) for asset, _, _ in outputs]
+    slot = {(asset.id, proc.name): i for i, (asset, proc, _) in enumerate(outputs)}
+    pairs = list(slot)
+    produced = [(asset.id, name) for asset, proc, _ in outputs for name in proc.produces]
+
+    mine = tuple_(Segment.asset_id, Segment.producer).in_(pairs)
+    own_segments = select(Segment.id).where(mine)
+    for emb_id, space, seg, asset_id, producer in session.execute(
         delete(Embedding)
-        .where(
-            Embedding.asset_id == asset.id,
-            or_(Embedding.producer == proc.name, Embedding.segment_id.in_(own_segments)),
-        )
-        .returning(Embedding.id, Embedding.space, Embedding.segment_id)
+        .where(or_(tuple_(Embedding.asset_id, Embedding.producer).in_(pairs),
+                   Embedding.segment_id.in_(own_segments)))
+        .returning(Embedding.id, Embedding.space, Embedding.segment_id, Embedding.asset_id,
+                   Embedding.producer)
+        .execution_options(synchronize_session=False)
     ):
-        work.removed_embeddings.append((emb_id, space, seg is None))
-    for fp_id, algorithm in session.execute(
+        # Another stage's embedding of one of these segments: log it with the owner's
+        # changes for that asset (any output of the asset will do, same tenant).
+        i = slot.get((asset_id, producer))
+        if i is None:
+            i = next(j for j, (a, _, _) in enumerate(outputs) if a.id == asset_id)
+        changes[i].removed_embeddings.append((emb_id, space, seg is None))
+    for fp_id, algorithm, asset_id, producer in session.execute(
         delete(Fingerprint)
-        .where(Fingerprint.asset_id == asset.id, Fingerprint.producer == proc.name)
-        .returning(Fingerprint.id, Fingerprint.algorithm)
+        .where(tuple_(Fingerprint.asset_id, Fingerprint.producer).in_(pairs))
+        .returning(Fingerprint.id, Fingerprint.algorithm, Fingerprint.asset_id,
+                   Fingerprint.producer)
+        .execution_options(synchronize_session=False)
     ):
-        work.removed_fingerprints.append((fp_id, algorithm))
-    work.removed_segments = list(
-        session.scalars(
-            delete(Segment)
-            .where(Segment.asset_id == asset.id, Segment.producer == proc.name)
-            .returning(Segment.id)
+        changes[slot[(asset_id, producer)]].removed_fingerprints.append((fp_id, algorithm))
+    for seg_id, asset_id, producer in session.execute(
+        delete(Segment).where(mine)
+        .returning(Segment.id, Segment.asset_id, Segment.producer)
+        .execution_options(synchronize_session=False)
+    ):
+        changes[slot[(asset_id, producer)]].removed_segments.append(seg_id)
+    if produced:
+        session.execute(
+            delete(Feature).where(tuple_(Feature.asset_id, Feature.name).in_(produced))
+            .execution_options(synchronize_session=False)
         )
-    )
-    session.execute(
-        delete(Feature).where(Feature.asset_id == asset.id, Feature.name.in_(proc.produces))
-    )
 
-    for out in output.segments:
-        session.add(
-            Segment(
-                tenant_id=asset.tenant_id, asset_id=asset.id, producer=proc.name, kind=out.kind,
-                seq=out.seq, start_s=out.start_s, end_s=out.end_s, text=out.text, data=out.data,
-            )
-        )
-    seg_ids: dict[tuple[str, int], int] = {}
-    if output.keyword_docs or any(emb.segment for emb in output.embeddings):
-        session.flush()
-        seg_ids = {
-            (producer, seq): sid
-            for sid, producer, seq in session.execute(
-                select(Segment.id, Segment.producer, Segment.seq).where(
-                    Segment.asset_id == asset.id
+    segment_rows = [
+        {"tenant_id": asset.tenant_id, "asset_id": asset.id, "producer": proc.name,
+         "kind": out.kind, "seq": out.seq, "start_s": out.start_s, "end_s": out.end_s,
+         "text": out.text, "data": out.data}
+        for asset, proc, output in outputs for out in output.segments
+    ]
+    seg_ids: dict[tuple[str, str, int], int] = {}
+    seg_texts: dict[int, str | None] = {}
+    if segment_rows:
+        for sid, asset_id, producer, seq, body in session.execute(
+            insert(Segment).returning(Segment.id, Segment.asset_id, Segment.producer,
+                                      Segment.seq, Segment.text,
+                                      sort_by_parameter_order=True),
+            segment_rows,
+        ):
+            seg_ids[(asset_id, producer, seq)] = sid
+            seg_texts[sid] = body
+    needs_lookup = {
+        (asset.id, ref.producer, ref.seq)
+        for asset, _, output in outputs
+        for ref in [e.segment for e in output.embeddings if e.segment]
+        + [d.segment for d in output.keyword_docs]
+    } - seg_ids.keys()
+    if needs_lookup:  # segments of earlier stages (embed reads chunk's segments)
+        for sid, asset_id, producer, seq, body in session.execute(
+            select(Segment.id, Segment.asset_id, Segment.producer, Segment.seq, Segment.text)
+            .where(tuple_(Segment.asset_id, Segment.producer, Segment.seq)
+                   .in_(list(needs_lookup)))
+        ):
+            seg_ids[(asset_id, producer, seq)] = sid
+            seg_texts[sid] = body
+
+    embedding_rows, embedding_meta = [], []
+    fingerprint_rows, fingerprint_meta = [], []
+    feature_rows = []
+    for i, (asset, proc, output) in enumerate(outputs):
+        for emb in output.embeddings:
+            vector = np.asarray(emb.vector, dtype=np.float32)
+            of_segment = (seg_ids[(asset.id, emb.segment.producer, emb.segment.seq)]
+                          if emb.segment else None)
+            embedding_rows.append({
+                "tenant_id": asset.tenant_id, "asset_id": asset.id, "segment_id": of_segment,
+                "producer": proc.name, "space": emb.space, "vector": vector.tobytes()})
+            embedding_meta.append((i, emb.space, emb.segment is None, vector))
+        for fp in output.fingerprints:
+            fingerprint_rows.append({
+                "tenant_id": asset.tenant_id, "asset_id": asset.id, "producer": proc.name,
+                "algorithm": fp.algorithm, "variant": fp.variant, "bits": fp.bits,
+                "quality": fp.quality})
+            fingerprint_meta.append((i, fp.algorithm, fp.bits))
+        feature_rows += [
+            {"asset_id": asset.id, "name": name, "processor": proc.name,
+             "version": proc.version, "output": payload, "confidence": output.confidence}
+            for name, payload in output.artifacts.items()
+        ]
+        _derived_blobs(session, stores, asset, output)
+        if output.asset_metadata:
+            asset.meta = {**(asset.meta or {}), **output.asset_metadata}
+        if output.title and not asset.title:
+            asset.title = output.title
+        if output.language is not None or "language" in proc.produces:
+            asset.language = output.language
+    if embedding_rows:
+        ids = session.scalars(
+            insert(Embedding).returning(Embedding.id, sort_by_parameter_order=True),
+            embedding_rows,
+        ).all()
+        for emb_id, (i, space, level, vector) in zip(ids, embedding_meta, strict=True):
+            changes[i].vectors.append((emb_id, space, level, vector))
+    if fingerprint_rows:
+        ids = session.scalars(
+            insert(Fingerprint).returning(Fingerprint.id, sort_by_parameter_order=True),
+            fingerprint_rows,
+        ).all()
+        for fp_id, (i, algorithm, bits) in zip(ids, fingerprint_meta, strict=True):
+            changes[i].codes.append((fp_id, algorithm, bits))
+    if feature_rows:
+        session.execute(insert(Feature), feature_rows)
+
+    for i, (asset, proc, output) in enumerate(outputs):
+        for d in output.keyword_docs:
+            if not d.text.strip():
+                continue
+            seg_id = seg_ids[(asset.id, d.segment.producer, d.segment.seq)]
+            if d.text != seg_texts[seg_id]:
+                raise ValueError(
+                    f"{proc.name}: keyword document for segment {d.segment.producer}#"
+                    f"{d.segment.seq} differs from the segment's text; a keyword document "
+                    "is its segment's text"
                 )
+            changes[i].keyword_docs.append(
+                KeywordDoc(id=seg_id, tenant_id=asset.tenant_id, asset_id=asset.id,
+                           text=d.text)
             )
-        }
+    index_log.append(session, [c for c in changes if c])
+    return changes
 
-    embedding_rows = []
-    for emb in output.embeddings:
-        vector = np.asarray(emb.vector, dtype=np.float32)
-        seg_id = seg_ids[(emb.segment.producer, emb.segment.seq)] if emb.segment else None
-        row = Embedding(
-            tenant_id=asset.tenant_id, asset_id=asset.id, segment_id=seg_id,
-            producer=proc.name, space=emb.space, vector=vector.tobytes(),
-        )
-        session.add(row)
-        embedding_rows.append((row, emb.space, emb.segment is None, vector))
-    fingerprint_rows = []
-    for fp in output.fingerprints:
-        fp_row = Fingerprint(
-            tenant_id=asset.tenant_id, asset_id=asset.id, producer=proc.name,
-            algorithm=fp.algorithm, variant=fp.variant, bits=fp.bits, quality=fp.quality,
-        )
-        session.add(fp_row)
-        fingerprint_rows.append(fp_row)
-    for name, payload in output.artifacts.items():
-        session.add(
-            Feature(asset_id=asset.id, name=name, processor=proc.name, version=proc.version,
-                    output=payload, confidence=output.confidence)
-        )
+
+def _derived_blobs(session: Session, stores: Stores, asset: Asset, output: StageOutput) -> None:
+    """Store derived files (thumbnails) content-addressed and point the asset at them."""
     for role, data in output.blobs.items():
         key = stores.blobs.put(data)
         lifetime.hold(session, stores.blobs, key, data)
@@ -141,35 +215,10 @@ def write_rows(
             existing.blob_key = key
         else:
             session.add(DerivedBlob(asset_id=asset.id, role=role, blob_key=key))
-    if output.asset_metadata:
-        asset.meta = {**(asset.meta or {}), **output.asset_metadata}
-    if output.title and not asset.title:
-        asset.title = output.title
-    if output.language is not None or "language" in proc.produces:
-        asset.language = output.language
-    session.flush()
-
-    work.vectors = [(row.id, space, lvl, vec) for row, space, lvl, vec in embedding_rows]
-    work.codes = [(row.id, row.algorithm, row.bits) for row in fingerprint_rows]
-    work.keyword_docs = [
-        KeywordDoc(id=seg_ids[(d.segment.producer, d.segment.seq)], tenant_id=asset.tenant_id,
-                   asset_id=asset.id, text=d.text)
-        for d in output.keyword_docs
-        if d.text.strip()
-    ]
-    return work
 
 
-def apply_index_work(stores: Stores, work: IndexWork) -> None:
-    """Bring the indexes in line with the committed rows (idempotent)."""
-    t = work.tenant_id
-    if work.removed_segments:
-        stores.keyword.delete(work.removed_segments)
-    for emb_id, space, asset_level in work.removed_embeddings:
-        stores.vectors.remove(vector_namespace(t, space, asset_level=asset_level), [emb_id])
-    for fp_id, algorithm in work.removed_fingerprints:
-        stores.hashes.remove(hash_namespace(t, algorithm), [fp_id])
-    index_vectors(stores, ((i, t, space, lvl, vec) for i, space, lvl, vec in work.vectors))
-    index_codes(stores, ((i, t, algorithm, bits) for i, algorithm, bits in work.codes))
-    if work.keyword_docs:
-        stores.keyword.upsert(work.keyword_docs)
+def apply_index_work(stores: Stores, work: IndexChanges | None) -> None:
+    """Transitional, for runners written before the index log: the changes are already
+    logged by :func:`write_rows`, so this only lets this process's follower catch up now
+    (when it follows the log at all). Runners need not call it."""
+    stores.follower.catch_up(load=False)

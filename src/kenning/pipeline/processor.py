@@ -111,7 +111,8 @@ class StageOutput:
         out["embeddings"] = [
             {
                 "space": e.space,
-                "vector": e.vector.astype(np.float32).tolist(),
+                "vector": base64.b64encode(
+                    np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()).decode(),
                 "segment": asdict(e.segment) if e.segment else None,
             }
             for e in self.embeddings
@@ -130,7 +131,7 @@ class StageOutput:
             embeddings=[
                 EmbeddingOut(
                     space=e["space"],
-                    vector=np.asarray(e["vector"], dtype=np.float32),
+                    vector=_vector(e["vector"]),
                     segment=SegmentRef(**e["segment"]) if e["segment"] else None,
                 )
                 for e in data["embeddings"]
@@ -150,6 +151,13 @@ class StageOutput:
             confidence=data["confidence"],
             model_version=data["model_version"],
         )
+
+
+def _vector(value: Any) -> np.ndarray:
+    """A cached vector: base64 of float32 bytes (or, in entries written before, a list)."""
+    if isinstance(value, str):
+        return np.frombuffer(base64.b64decode(value), dtype=np.float32).copy()
+    return np.asarray(value, dtype=np.float32)
 
 
 @runtime_checkable

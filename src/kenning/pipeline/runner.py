@@ -41,7 +41,7 @@ from kenning.observability.metrics import (
 from kenning.pipeline import jobs
 from kenning.pipeline.claims import ClaimedRun, claim_batch
 from kenning.pipeline.dag import dependents
-from kenning.pipeline.persist import write_rows
+from kenning.pipeline.persist import write_outputs
 from kenning.pipeline.processor import Processor, StageInput, StageOutput
 from kenning.pipeline.registry import ProcessorRegistry
 from kenning.settings import Settings
@@ -343,8 +343,10 @@ class StepRunner:
             job_ids = sorted({c.job_id for c in claimed})
             # Lock the jobs (PostgreSQL: row locks, in id order) so two steps of one job
             # settling at once see each other's states; SQLite serialises writers anyway.
-            list(s.scalars(select(Job.id).where(Job.id.in_(job_ids))
-                           .order_by(Job.id).with_for_update()))
+            # (Held in a variable: the session's identity map keeps objects only while
+            # something references them, and finalize_if_done looks them up again.)
+            locked = list(s.scalars(select(Job).where(Job.id.in_(job_ids))
+                                    .order_by(Job.id).with_for_update()))
             runs = list(s.scalars(select(StageRun).where(StageRun.job_id.in_(job_ids))))
             mine = {c.id: c for c in claimed}
             owned = {r.id for r in runs if r.id in mine and r.state == "running"
@@ -355,6 +357,7 @@ class StepRunner:
             assets = {a.id: a for a in s.scalars(
                 select(Asset).where(Asset.id.in_({c.asset_id for c in claimed})))}
             cache_rows = []
+            writes: list[tuple[Asset, Processor, StageOutput]] = []
             load: dict[str, int] = defaultdict(int)
             failed_for_good: dict[str, list[str]] = defaultdict(list)
             runs_by_job: dict[str, list[StageRun]] = defaultdict(list)
@@ -377,7 +380,7 @@ class StepRunner:
                             "processor": proc.name, "version": outcome.version,
                             "output": outcome.output.to_json(),
                         })
-                    write_rows(s, self.stores, found, proc, outcome.output)  # type: ignore[arg-type]
+                    writes.append((found, proc, outcome.output))  # type: ignore[arg-type]
                     run.state, run.finished_at, run.error = "succeeded", now, None
                     run.model_version = outcome.output.model_version
                     run.cached = outcome.cached
@@ -416,6 +419,7 @@ class StepRunner:
                     run.state, run.attempts, run.enqueued_at = "queued", run.attempts - 1, now
                     run.not_before = max(waits) if waits else now + timedelta(seconds=1)
                     run.lease_until = None
+            write_outputs(s, self.stores, writes)
             if cache_rows:
                 insert_ignore(s, FeatureCache, cache_rows)
             s.flush()
@@ -436,6 +440,7 @@ class StepRunner:
                 ready_steps |= {r.step for r in jobs.release_ready(s, job_id, job_runs)}
                 deliveries += jobs.finalize_if_done(s, job_id, job_runs)
             jobs.adjust_load(s, load)
+            del locked
         if ready_steps:
             self._ring(ready_steps)
         if retry_after:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 
@@ -89,7 +90,8 @@ def test_json_form_is_plain_json() -> None:
     assert isinstance(data["blobs"]["thumbnail"], str)
     assert isinstance(data["fingerprints"][0]["bits"], str)
     assert data["embeddings"][0]["segment"] == {"producer": "text.chunk", "seq": 0}
-    assert len(data["embeddings"][0]["vector"]) == 512
+    # Vectors travel as base64 of their float32 bytes: compact, and exact.
+    assert len(base64.b64decode(data["embeddings"][0]["vector"])) == 512 * 4
 
 
 def test_empty_output_round_trips() -> None:
