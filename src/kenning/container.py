@@ -20,7 +20,7 @@ from kenning.ingest.service import IngestService
 from kenning.periodic import Periodic
 from kenning.pipeline.reconciler import Reconciler
 from kenning.pipeline.registry import ProcessorRegistry
-from kenning.pipeline.runner import StageRunner
+from kenning.pipeline.runner import StepRunner
 from kenning.queue.dispatch import Dispatcher, declare_actors
 from kenning.queue.protocol import QueueAdmin
 from kenning.queue.sqlite_broker import SQLiteBroker
@@ -34,7 +34,7 @@ from kenning.services.webhooks import WebhookService
 from kenning.settings import Settings
 from kenning.stores.blobs.lifetime import BlobCollector
 from kenning.stores.bundle import Stores, build_stores
-from kenning.stores.sync import prune_keyword_orphans, rebuild_indexes
+from kenning.stores.sync import prune_keyword_orphans
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +64,19 @@ class Kenning:
         self.broker = make_broker(self.settings)
         self.dispatcher = Dispatcher(
             self.broker,
+            self.stores.db,
             time_limit_s=self._time_limit_s,
-            max_retries=self.settings.max_retries,
             webhook_max_attempts=self.settings.webhook_max_attempts,
         )
         self.tenants = TenantService(self.stores.db)
         self.audit = AuditService(self.stores.db)
         self.webhooks = WebhookService(self.stores.db, self.settings)
-        self.runner = StageRunner(
+        self.runner = StepRunner(
             self.stores, self.registry, self.settings,
-            enqueue=self.dispatcher.stages, notify=self.dispatcher.webhooks,
+            ring=self.dispatcher.ring, notify=self.dispatcher.webhooks,
         )
         declare_actors(
-            self.broker, run_stage=self.runner.run, deliver_webhook=self.webhooks.deliver,
+            self.broker, run_step=self.runner.run_step, deliver_webhook=self.webhooks.deliver,
             min_backoff_ms=self.settings.retry_min_backoff_ms,
             max_backoff_ms=self.settings.retry_max_backoff_ms,
         )
@@ -85,9 +85,9 @@ class Kenning:
         self.assets = AssetService(self.stores)
         self.search = SearchService(self.stores, self.resources.embedder, self.settings)
         self.similarity = SimilarityService(self.stores, self.resources.embedder, self.settings)
-        self.admin = AdminService(self.stores.db, self.queue_admin)
+        self.admin = AdminService(self.stores.db, self.queue_admin, self.dispatcher.ring)
         self.reconciler = Reconciler(
-            self.stores.db, self.dispatcher,
+            self.stores.db, self.dispatcher, self.registry, self.settings,
             stale_after_s=max(self.settings.lease_s, self.settings.retry_max_backoff_ms / 1000),
         )
         self.blob_collector = BlobCollector(
@@ -95,11 +95,15 @@ class Kenning:
         )
         self._janitor = Periodic("janitor", self.settings.blob_gc_interval_s,
                                  self.collect_garbage)
+        self._follow = Periodic("index-follower", self.settings.index_catch_up_interval_s,
+                                self.stores.follower.maintain)
         self._worker: Any = None
+        self.supervisor: Any = None
+        """Worker processes beside this one (``kenning serve --worker-processes``)."""
         self._indexes_loaded = False
 
-    def _time_limit_s(self, processor: str) -> float:
-        return self.runner.time_limit_s(processor)
+    def _time_limit_s(self, step: str) -> float:
+        return self.runner.time_limit_s(step)
 
     @property
     def queue_admin(self) -> QueueAdmin:
@@ -111,15 +115,20 @@ class Kenning:
         return self._indexes_loaded
 
     def worker_state(self) -> str:
+        if self.supervisor is not None:
+            return "ok" if self.supervisor.alive() else "restarting"
         if not (self.settings.run_workers and self.settings.workers > 0):
             return "disabled"
         return "ok" if self._worker is not None else "stopped"
 
     def load_indexes(self) -> dict[str, int]:
-        """Fill the in-memory indexes from the database (once per process)."""
-        counts = rebuild_indexes(self.stores)
+        """Load the index snapshots and replay the index log past them (once per process);
+        without a usable snapshot, rebuild from the database. See ``stores.follower``."""
+        started = time.perf_counter()
+        counts = self.stores.follower.load()
         self._indexes_loaded = True
-        log.info("indexes loaded", extra=counts)
+        log.info("indexes loaded", extra={
+            **counts, "seconds": round(time.perf_counter() - started, 3)})
         return counts
 
     def collect_garbage(self) -> dict[str, int]:
@@ -129,20 +138,32 @@ class Kenning:
         return {**collected.__dict__, "keyword_orphans": prune_keyword_orphans(self.stores)}
 
     def start(self, *, workers: int | None = None) -> None:
-        """Load indexes, recover orphaned work, start worker threads and the reconciler."""
+        """Load indexes; recover orphaned work and start the reconciler and the janitor;
+        start ``workers`` pipeline threads (default ``settings.workers``; 0 when worker
+        processes do the pipeline work, see :meth:`start_worker`)."""
         if not self._indexes_loaded:
             self.load_indexes()
+        self._follow.start()  # background catch-up and snapshots
+        if not self.settings.run_workers:
+            return
+        self.reconciler.release_orphans()
+        self.reconciler.sweep(everything=True)
         threads = self.settings.workers if workers is None else workers
-        if threads > 0 and self.settings.run_workers:
-            self.reconciler.release_orphans()
-            self.reconciler.sweep(everything=True)
-            # "process_boot" is what starts TimeLimit's watchdog (the dramatiq CLI emits it).
-            self.broker.emit_after("process_boot")
-            self._worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=200)
-            self._worker.start()
-            self.reconciler.start(self.settings.reconcile_interval_s)
-            self.collect_garbage()
-            self._janitor.start()
+        if threads > 0:
+            self.start_worker(threads)
+        self.reconciler.start(self.settings.reconcile_interval_s)
+        self.collect_garbage()
+        self._janitor.start()
+
+    def start_worker(self, threads: int | None = None) -> None:
+        """Consume the broker's queues with ``threads`` worker threads and nothing else
+        (what a ``kenning worker`` process runs: no indexes, no reconciler)."""
+        threads = self.settings.workers if threads is None else threads
+        # "process_boot" is what starts TimeLimit's watchdog (the dramatiq CLI emits it).
+        self.broker.emit_after("process_boot")
+        self._worker = dramatiq.Worker(self.broker, worker_threads=max(threads, 1),
+                                       worker_timeout=200)
+        self._worker.start()
 
     def join(self, timeout_s: float = 120.0) -> None:
         """Wait until no stage is pending, queued or running (tests and benchmarks)."""
@@ -158,8 +179,11 @@ class Kenning:
         if self._worker is not None:
             self._worker.stop(timeout=10_000)
             self._worker = None
+            log.info("workers stopped", extra={
+                "deliveries": self.runner.deliveries, "noop_deliveries": self.runner.noops,
+                "doorbells_rung": self.dispatcher.rung})
         self.resources.close()
         self.broker.close()
-        self.stores.vectors.save()
-        self.stores.hashes.save()
+        self._follow.stop()
+        self.stores.follower.close()  # last catch-up, snapshot with marks, log truncation
         self.stores.db.dispose()

@@ -7,6 +7,7 @@ Each field can be set by an environment variable ``KENNING_<FIELD>`` (for exampl
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -57,6 +58,20 @@ class Settings(BaseSettings):
         "on their own threads (model_threads); workers mostly wait on I/O and batches.",
     )
     run_workers: bool = Field(True, description="Run pipeline workers inside `kenning serve`.")
+    worker_processes: int | None = Field(
+        None, ge=0,
+        description="Pipeline worker processes `kenning serve` starts beside the API (each "
+        "`kenning worker` with `workers` threads), so CPU-bound steps escape the API "
+        "process's GIL; 0 runs the workers as threads inside the API process; default: "
+        "one per CPU core.",
+    )
+
+    @property
+    def resolved_worker_processes(self) -> int:
+        if self.worker_processes is not None:
+            return self.worker_processes
+        return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1, 1)
     max_retries: int = Field(3, description="Retries per stage before it is dead-lettered.")
     retry_min_backoff_ms: int = Field(500, description="First retry delay (exponential, jitter).")
     retry_max_backoff_ms: int = Field(60_000, description="Upper bound of the retry delay.")
@@ -69,16 +84,25 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(
         10.0, description="How often the reconciler looks for stuck stages and lost messages."
     )
+    step_batch_items: int = Field(
+        32, ge=1, description="Most assets one worker claims for one step at a time."
+    )
+    step_batch_bytes: int = Field(
+        8 * 1024 * 1024, ge=1,
+        description="Budget of one step batch in bytes of source media (about characters "
+        "for text, encoded size for images); a batch always takes at least one asset.",
+    )
     max_queued_stages: int = Field(
         10_000,
         description="Backpressure bound for all tenants together: once this many stages "
-        "wait, a tenant gets 429 when it holds at least its fair share (this bound divided "
-        "by the number of tenants with waiting work).",
+        "are unfinished (pending, queued or running), a tenant gets 429 when it holds at "
+        "least its fair share (this bound divided by the number of tenants with unfinished "
+        "work). A batch is admitted or refused as a whole, by the count before it.",
     )
     max_queued_stages_per_tenant: int | None = Field(
         None,
-        description="Backpressure bound of one tenant (429 past it, whatever the others "
-        "do); default: max_queued_stages.",
+        description="Backpressure bound of one tenant in unfinished stages (429 once "
+        "reached, whatever the others do); default: max_queued_stages.",
     )
     blob_gc_grace_s: float = Field(
         3600.0,
@@ -109,7 +133,12 @@ class Settings(BaseSettings):
         "429 with Retry-After (pipeline workers wait as long as it takes).",
     )
     max_text_chars: int = Field(1_000_000, description="Largest accepted text length (413).")
-    max_batch_items: int = Field(100, description="Most items in one POST /v1/assets/batch.")
+    max_batch_items: int = Field(
+        100, ge=1,
+        description="Most items in one POST /v1/assets/batch (JSON items or multipart file "
+        "parts; 413 batch_too_large); the files of a multipart batch also share "
+        "max_upload_bytes. The CLI's default batch size.",
+    )
     max_json_bytes: int = Field(
         16 * 1024 * 1024,
         description="Largest JSON request body, counted while it streams in (413 "
@@ -156,6 +185,34 @@ class Settings(BaseSettings):
     # --- images --------------------------------------------------------------------------
     thumbnail_px: int = Field(256, description="Longest side of generated thumbnails.")
     ocr_max_side: int = Field(2_000, description="Images are downscaled to this side for OCR.")
+
+    # --- indexes (they follow the index log in the metadata store) ---------------------
+    index_catch_up_interval_s: float = Field(
+        0.5,
+        description="How often the serving process applies new index-log entries to its "
+        "vector, hash and keyword indexes in the background (searches catch up first too).",
+    )
+    index_snapshot_interval_s: float = Field(
+        600.0,
+        description="Save the vector and hash indexes to index_dir at most this often when "
+        "they changed (and at shutdown); a start loads the snapshot and replays only the "
+        "log entries after it.",
+    )
+    index_snapshot_entries: int = Field(
+        100_000,
+        description="Save the vector and hash indexes sooner, once this many index-log "
+        "entries were applied since the last snapshot.",
+    )
+    index_log_retention_s: float = Field(
+        3600.0,
+        description="Index-log entries are deleted only once older than this, and only at "
+        "or below the marks this process has saved; a follower lagging longer rebuilds.",
+    )
+    index_log_gap_timeout_s: float = Field(
+        300.0,
+        description="PostgreSQL: a sequence number missing from the index log is waited "
+        "for while a transaction that may still commit it runs, at most this long.",
+    )
 
     # --- search and similarity ---------------------------------------------------------
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant for hybrid search.")

@@ -162,3 +162,71 @@ def test_sweep_temp_removes_only_abandoned_partial_writes(
     key = store.put(b"complete")
     assert store.sweep_temp(time.time() + 1) == 0  # a finished put leaves nothing behind
     assert store.exists(key)
+
+
+# --- put_many: put's contract for every item, one call ------------------------------------
+def test_put_many_returns_the_keys_in_order_and_stores_every_item(store: BlobStore) -> None:
+    datas = [b"first blob", b"second blob", b"", bytes(range(256)) * 4_000]
+    keys = store.put_many(datas)
+    assert keys == [hashlib.sha256(d).hexdigest() for d in datas]
+    for key, data in zip(keys, datas, strict=True):
+        assert store.get(key) == data
+        assert store.size(key) == len(data)
+    assert store.put_many([]) == []
+
+
+def test_put_many_takes_repeats_and_known_bytes(store: BlobStore) -> None:
+    known = store.put(b"already stored")
+    keys = store.put_many([b"new bytes", b"already stored", b"new bytes"])
+    assert keys == [hashlib.sha256(b"new bytes").hexdigest(), known,
+                    hashlib.sha256(b"new bytes").hexdigest()]
+    assert store.get(keys[0]) == b"new bytes"
+    assert store.put(b"new bytes") == keys[0]
+
+
+def test_put_many_refreshes_the_age_of_known_bytes(store: BlobStore) -> None:
+    import time
+
+    old = store.put(b"old bytes of a batch")
+    time.sleep(0.05)
+    cutoff = time.time()
+    time.sleep(0.05)
+    assert set(store.scan(cutoff)) == {old}
+    store.put_many([b"fresh bytes of a batch", b"old bytes of a batch"])
+    assert set(store.scan(cutoff)) == set()
+
+
+def test_put_many_is_durable_across_reopen(factory: BlobStoreFactory, tmp_path: Path) -> None:
+    datas = [f"durable batch item {i}".encode() for i in range(20)]
+    keys = factory(tmp_path).put_many(datas)
+    reopened = factory(tmp_path)
+    assert [reopened.get(k) for k in keys] == datas
+    assert reopened.sweep_temp(float("inf")) == 0  # nothing half written is left
+
+
+def test_a_failing_put_many_leaves_each_item_whole_or_absent(store: BlobStore) -> None:
+    datas: list[object] = [b"batch item before the failure", b"another one", 42]
+    with pytest.raises(TypeError):
+        store.put_many(datas)  # type: ignore[arg-type]
+    for data in datas[:2]:
+        assert isinstance(data, bytes)
+        key = hashlib.sha256(data).hexdigest()
+        assert not store.exists(key) or store.get(key) == data
+    assert store.sweep_temp(float("inf")) == 0
+
+
+def test_concurrent_put_many_of_overlapping_batches(store: BlobStore) -> None:
+    datas = [f"overlap {i}".encode() * 10_000 for i in range(6)]
+    results: list[list[str]] = []
+
+    def put(offset: int) -> None:
+        results.append(store.put_many(datas[offset:] + datas[:offset]))
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 6
+    for key, data in ((hashlib.sha256(d).hexdigest(), d) for d in datas):
+        assert store.get(key) == data

@@ -263,6 +263,15 @@ def assert_stored_asset_reads(
     live: LiveServer, route: str, response: httpx.Response, headers: dict[str, str]
 ) -> None:
     """An asset the fuzzed request stored must read back (200) for its tenant."""
-    if route == "/v1/assets" and response.status_code == 202:
-        got = live.request("GET", f"/v1/assets/{response.json()['asset_id']}", headers=headers)
+    if response.status_code != 202:
+        return
+    if route == "/v1/assets":
+        stored = [response.json()["asset_id"]]
+    elif route == "/v1/assets/batch":
+        stored = [r["accepted"]["asset_id"] for r in response.json()["results"]
+                  if r.get("accepted")]
+    else:
+        return
+    for asset_id in stored:
+        got = live.request("GET", f"/v1/assets/{asset_id}", headers=headers)
         assert got.status_code == 200, describe(got)

@@ -26,12 +26,15 @@ FUZZ = fuzz_settings(50)
 FORM_FIELDS = {
     "/v1/assets": ["title", "external_id", "callback_url", "metadata", "file"],
     "/v1/similar": ["threshold", "limit", "modality", "asset_id", "text", "file"],
+    "/v1/assets/batch": ["items", "file"],
 }
 field_values = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["", " ", "\x00", "a\x00b", "NaN", "-1", "0", "1e309", "10" * 20,
                      "x" * 2_000_000, "http://127.0.0.1:1/", "file:///etc/passwd",
-                     '{"k": 1}', "[]", "\u202e", "\ufeff"]),
+                     '{"k": 1}', "[]", "\u202e", "\ufeff", "[{}]", "[null]",
+                     '[{"metadata": {"a\\"b": 1}}]', '[{"title": NaN}]',
+                     '[{"callback_url": "http://127.0.0.1:1/"}]', '[{"filename": ""}]']),
     hs.query_values.map(str),
 )
 

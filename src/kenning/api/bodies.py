@@ -133,18 +133,27 @@ class StrictJSONRoute(APIRoute):
 
 
 # --- forms and files ---------------------------------------------------------------------
-async def read_form(request: Request, *, max_part_bytes: int = 1024 * 1024) -> FormData:
-    """The multipart form (one file at most) with every text field and filename checked.
+async def read_form(
+    request: Request, *, max_part_bytes: int = 1024 * 1024, max_files: int = 1
+) -> FormData:
+    """The multipart form (``max_files`` files at most) with every text field and filename
+    checked.
 
     Framing errors are ``invalid_multipart`` (422); a text field past ``max_part_bytes``
-    is ``field_too_large`` (413). Strings follow the strict-JSON rule (no U+0000).
+    is ``field_too_large`` (413); more than ``max_files`` files, where more than one is
+    allowed (a batch), is ``batch_too_large`` (413). Strings follow the strict-JSON rule
+    (no U+0000).
     """
     try:
-        form = await request.form(max_files=1, max_fields=50, max_part_size=max_part_bytes)
+        form = await request.form(max_files=max_files, max_fields=50,
+                                  max_part_size=max_part_bytes)
     except HTTPException as exc:  # Starlette's answer to a MultiPartException
         if "maximum size" in str(exc.detail):
             raise TooLarge(f"a form field exceeds {max_part_bytes} bytes",
                            code="field_too_large") from exc
+        if max_files > 1 and "Too many files" in str(exc.detail):
+            raise TooLarge(f"at most {max_files} files per request", code="batch_too_large",
+                           limit=max_files) from exc
         raise BadInput(f"malformed multipart body: {exc.detail}",
                        code="invalid_multipart") from exc
     for name, value in form.multi_items():

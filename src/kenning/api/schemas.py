@@ -78,21 +78,35 @@ class BatchIn(StrictModel):
     items: list[AssetIn] = Field(..., min_length=1)
 
 
+class BatchFileFields(UploadFields):
+    """One entry of a multipart batch's ``items`` field: what is said of the file part at
+    the same position. ``filename`` overrides the part's own. Unknown keys are refused:
+    a misspelt field would otherwise be dropped without a word."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ItemError(BaseModel):
+    """Why one item of a batch was refused (the others are unaffected)."""
+
     code: str
     message: str
     status: int = Field(description="The status this item alone would have been answered with.")
 
 
 class BatchItemResult(BaseModel):
-    index: int
+    """One item's result, in input order: ``accepted`` or ``error``, never both."""
+
+    index: int = Field(description="Position of the item (JSON ``items``, or file part).")
     accepted: Accepted | None = None
     error: ItemError | None = None
 
 
 class BatchOut(BaseModel):
-    accepted: int
-    rejected: int
+    """The answer to a batch: one result per item, in input order."""
+
+    accepted: int = Field(description="Items answered with an asset (new or duplicate).")
+    rejected: int = Field(description="Items answered with an error.")
     results: list[BatchItemResult]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kenning.cli.client import Client, resolve_key, wait_ready
+from kenning.cli.workers import die_with_parent
 from kenning.settings import Settings
 
 console = Console(stderr=True)
@@ -49,7 +49,7 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kenning.cli.main", "serve", "--data-dir",
              str(settings.data_dir), "--host", settings.host, "--port", str(settings.port)],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )
     # SIGTERM would end this process without its finally: make it stop the server too.
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -57,7 +57,10 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
         wait_ready(url, alive=lambda: proc.poll() is None)
         client = Client(settings)
         items: list[str | Path] = [*folder.news, *folder.reuters, *folder.images]
-        counts = ingest_items(client, items, parallel=4)
+        # In batches (POST /v1/assets/batch): one transaction and one dispatch each;
+        # smaller than the server allows, so four uploads overlap and the bar moves.
+        counts = ingest_items(client, items, parallel=4,
+                              batch_size=min(32, settings.max_batch_items))
         dead = _wait_idle(client)
         key = resolve_key(settings)
         sample = client.post("/v1/search", {"query": SAMPLE_QUERY, "limit": 3})
@@ -96,14 +99,3 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _die_with_parent() -> None:
-    """In the server child (Linux): SIGTERM it when the demo process dies, however it dies
-    (even SIGKILL, which runs no handler)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kenning.cli.client import ApiError, Client
+from kenning.cli.client import ApiError, Client, plan_batches
 from kenning.settings import Settings
 
 app = typer.Typer(help="Kenning: self-hosted media intelligence.", no_args_is_help=True)
@@ -61,23 +61,77 @@ def serve(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Pipeline worker threads.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Pipeline worker threads (per worker process).")] = None,
+    worker_processes: Annotated[int | None, typer.Option(
+        help="Pipeline worker processes beside the API (0: threads in the API process).",
+    )] = None,
 ) -> None:
     """Run the API and the pipeline workers (embedded profile)."""
     import uvicorn
 
     from kenning.api.app import create_app
+    from kenning.cli.workers import WorkerSupervisor
+    from kenning.container import Kenning
     from kenning.observability.logging import configure_logging
 
-    settings = _settings(data_dir, host=host, port=port, workers=workers)
+    settings = _settings(data_dir, host=host, port=port, workers=workers,
+                         worker_processes=worker_processes)
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    application = create_app(settings=settings)
+    processes = settings.resolved_worker_processes if settings.run_workers else 0
+    kenning_app = Kenning(
+        settings.model_copy(update={"workers": 0}) if processes else settings
+    )
+    application = create_app(kenning_app)
+    supervisor = None
+    if processes:
+        supervisor = WorkerSupervisor(
+            settings.data_dir, processes, threads=settings.workers,
+            on_exit=kenning_app.reconciler.release_orphans,
+        )
+        kenning_app.supervisor = supervisor
     console.print(
         f"Kenning on http://{settings.host}:{settings.port} (docs: /docs), data in "
         f"{settings.data_dir.resolve()}, bootstrap key in {settings.bootstrap_key_path}"
+        + (f", {processes} worker processes" if processes else "")
     )
-    uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
-                access_log=False)
+    try:
+        if supervisor is not None:
+            supervisor.start()
+        uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
+                    access_log=False)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    threads: Annotated[int | None, typer.Option(help="Worker threads.")] = None,
+) -> None:
+    """Run pipeline workers only: consume the broker's queues on this data directory.
+
+    `kenning serve` starts these itself (--worker-processes); start more by hand to add
+    CPU beside a running server. Stops on Ctrl-C or SIGTERM, handing back what it held.
+    """
+    import signal
+    import threading
+
+    from kenning.container import Kenning
+    from kenning.observability.logging import configure_logging
+
+    settings = _settings(data_dir, workers=threads)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    kenning_worker = Kenning(settings)
+    try:
+        kenning_worker.start_worker()
+        stop.wait()
+    finally:
+        kenning_worker.close()
 
 
 def _walk(targets: list[str]) -> list[str | Path]:
@@ -98,35 +152,50 @@ def _walk(targets: list[str]) -> list[str | Path]:
 
 
 def ingest_items(
-    client: Client, items: list[str | Path], *, metadata: str | None = None, parallel: int = 4
+    client: Client, items: list[str | Path], *, metadata: str | None = None, parallel: int = 4,
+    batch_size: int | None = None,
 ) -> dict[str, int]:
-    """Upload items concurrently with a progress bar; counts new, duplicate, rejected."""
-    counts = {"new": 0, "duplicate": 0, "rejected": 0}
+    """Send items in batches (POST /v1/assets/batch), ``parallel`` batches at a time, with
+    a progress bar; counts new, duplicate, rejected.
 
-    def send(item: str | Path) -> tuple[str | Path, dict[str, Any] | ApiError]:
+    ``batch_size`` defaults to ``max_batch_items`` of the client's settings; a batch's
+    files together stay within their ``max_upload_bytes`` (see :func:`plan_batches`).
+    """
+    counts = {"new": 0, "duplicate": 0, "rejected": 0}
+    meta = json.loads(metadata) if metadata else None
+    settings = client.settings
+    batches = plan_batches(items, size=batch_size or settings.max_batch_items,
+                           budget_bytes=settings.max_upload_bytes, metadata=meta)
+
+    def send(batch: list[str | Path]) -> list[tuple[str | Path, dict[str, Any] | ApiError]]:
         try:
-            if isinstance(item, Path):
-                return item, client.ingest_file(item, metadata)
-            body: dict[str, Any] = {"url": item}
-            if metadata:
-                body["metadata"] = json.loads(metadata)
-            return item, client.ingest_json(body)
+            if isinstance(batch[0], Path):
+                results = client.ingest_files([Path(i) for i in batch], meta)
+            else:
+                results = client.ingest_urls([str(i) for i in batch], meta)
         except ApiError as exc:
             if exc.code == "unreachable":
                 raise
-            return item, exc
+            return [(item, exc) for item in batch]  # the batch was refused as a whole
+        except OSError as exc:
+            if len(batch) > 1:  # find the file that cannot be read; send the others
+                return [pair for item in batch for pair in send([item])]
+            return [(batch[0], ApiError(0, "unreadable", str(exc)))]
+        return [(item, r["accepted"] if r.get("accepted") else
+                 ApiError(r["error"]["status"], r["error"]["code"], r["error"]["message"]))
+                for item, r in zip(batch, results, strict=True)]
 
     columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress, ThreadPoolExecutor(parallel) as pool:
         task = progress.add_task("ingest", total=len(items))
-        for future in as_completed([pool.submit(send, i) for i in items]):
-            item, result = future.result()
-            if isinstance(result, ApiError):
-                counts["rejected"] += 1
-                progress.console.print(f"[red]rejected[/red] {item}: {result.code}")
-            else:
-                counts["duplicate" if result.get("duplicate_of") else "new"] += 1
-            progress.advance(task)
+        for future in as_completed([pool.submit(send, batch) for batch in batches]):
+            for item, result in future.result():
+                if isinstance(result, ApiError):
+                    counts["rejected"] += 1
+                    progress.console.print(f"[red]rejected[/red] {item}: {result.code}")
+                else:
+                    counts["duplicate" if result.get("duplicate_of") else "new"] += 1
+                progress.advance(task)
     return counts
 
 
@@ -136,9 +205,11 @@ def ingest(
     data_dir: DataDir = None,
     api_url: ApiUrl = None,
     metadata: Annotated[str | None, typer.Option(help="JSON metadata for every item.")] = None,
-    parallel: Annotated[int, typer.Option(help="Concurrent uploads.")] = 4,
+    parallel: Annotated[int, typer.Option(min=1, help="Concurrent batch uploads.")] = 4,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Items per batch request (default: KENNING_MAX_BATCH_ITEMS).")] = None,
 ) -> None:
-    """Send files, folders and URLs to the server, with a progress bar."""
+    """Send files, folders and URLs to the server in batches, with a progress bar."""
     if metadata is not None:
         # Checked once here: a bad value would otherwise fail every item (or, for URL
         # items, crash the upload threads with a traceback).
@@ -150,7 +221,8 @@ def ingest(
             raise typer.BadParameter("must be a JSON object", param_hint="--metadata")
     client = _client(data_dir, api_url)
     try:
-        counts = ingest_items(client, _walk(targets), metadata=metadata, parallel=parallel)
+        counts = ingest_items(client, _walk(targets), metadata=metadata, parallel=parallel,
+                              batch_size=batch_size)
     except ApiError as exc:
         _fail(exc)
     _print(counts)

@@ -10,16 +10,20 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from kenning.errors import NotFound
+from kenning.pipeline.jobs import adjust_load
 from kenning.principal import Principal
 from kenning.services.scope import owned_asset
+from kenning.stores import index_log
 from kenning.stores.blobs import lifetime
-from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
+from kenning.stores.bundle import Stores
+from kenning.stores.index_log import IndexChanges
 from kenning.stores.metadata.audit import record
 from kenning.stores.metadata.repair import sanitize_metadata
 from kenning.stores.metadata.tables import (
+    Asset,
     DerivedBlob,
     Embedding,
     Feature,
@@ -208,20 +212,35 @@ class AssetService:
         """
         with self.stores.db.session() as s:
             a = owned_asset(s, who, asset_id)
-            embeddings = list(
-                s.execute(select(Embedding.id, Embedding.space, Embedding.segment_id)
-                          .where(Embedding.asset_id == a.id))
-            )
-            prints = list(
-                s.execute(select(Fingerprint.id, Fingerprint.algorithm)
-                          .where(Fingerprint.asset_id == a.id))
-            )
+            # PostgreSQL: a pipeline write for this asset waits on this lock (its foreign
+            # keys) and then fails, so every row deleted below is one logged below.
+            s.execute(select(Asset.id).where(Asset.id == a.id).with_for_update())
             derived = list(
                 s.scalars(select(DerivedBlob.blob_key).where(DerivedBlob.asset_id == a.id))
             )
             before = {"sha256": a.sha256, "kind": a.kind, "bytes": a.bytes, "title": a.title}
             sha, tenant = a.sha256, a.tenant_id
-            for table in (Embedding, Fingerprint, Segment, Feature, DerivedBlob):
+            # Its unfinished runs go with it (cascade): take them off the tenant's load.
+            unfinished = s.scalar(
+                select(func.count()).select_from(StageRun).where(
+                    StageRun.asset_id == a.id,
+                    StageRun.state.in_(("pending", "queued", "running")))
+            )
+            adjust_load(s, {tenant: -int(unfinished or 0)})
+            # The indexes follow the index log: the removals go in with the deletes.
+            changes = IndexChanges(tenant, asset_id)
+            changes.removed_embeddings = [
+                (i, space, segment_id is None) for i, space, segment_id in s.execute(
+                    delete(Embedding).where(Embedding.asset_id == a.id)
+                    .returning(Embedding.id, Embedding.space, Embedding.segment_id))]
+            changes.removed_fingerprints = [
+                (i, algorithm) for i, algorithm in s.execute(
+                    delete(Fingerprint).where(Fingerprint.asset_id == a.id)
+                    .returning(Fingerprint.id, Fingerprint.algorithm))]
+            changes.removed_segments = list(s.scalars(
+                delete(Segment).where(Segment.asset_id == a.id).returning(Segment.id)))
+            index_log.append(s, changes)
+            for table in (Feature, DerivedBlob):
                 s.execute(delete(table).where(table.asset_id == a.id))
             s.delete(a)
             # (tenant, sha256) is unique: no other asset of this tenant has these bytes.
@@ -230,9 +249,5 @@ class AssetService:
             lifetime.release(s, [sha, *derived])
             record(s, tenant_id=tenant, actor=who.actor, action="asset.delete",
                    subject_type="asset", subject_id=asset_id, before=before)
-        self.stores.keyword.delete_asset(tenant, asset_id)
-        for emb_id, space, segment_id in embeddings:
-            ns = vector_namespace(tenant, space, asset_level=segment_id is None)
-            self.stores.vectors.remove(ns, [emb_id])
-        for fp_id, algorithm in prints:
-            self.stores.hashes.remove(hash_namespace(tenant, algorithm), [fp_id])
+        # Read-your-writes for the caller: this process's indexes drop it now.
+        self.stores.follower.catch_up(load=False)

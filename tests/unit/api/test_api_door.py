@@ -205,16 +205,18 @@ def test_a_bad_second_item_refuses_the_whole_batch(
 def test_an_unexpected_failure_is_that_items_error(
     door: Door, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = door.kenning.ingest.ingest_text
+    from kenning.ingest import service
 
-    def flaky(who: Any, text: str, req: Any) -> Any:
-        if text.startswith("explode"):
+    real = service.validate_upload
+
+    def flaky(data: bytes, settings: Settings) -> Any:
+        if data.startswith(b"explode"):
             raise RuntimeError("a bug, not bad input")
-        if text.startswith("busy"):
-            raise Backpressure("busy", retry_after=1)
-        return real(who, text, req)
+        if data.startswith(b"busy"):
+            raise Backpressure("busy", retry_after=1)  # the decode budget, for this item
+        return real(data, settings)
 
-    monkeypatch.setattr(door.kenning.ingest, "ingest_text", flaky)
+    monkeypatch.setattr(service, "validate_upload", flaky)
     r = door.client.post("/v1/assets/batch", headers=door.headers, json={"items": [
         {"text": "A first item that is stored."}, {"text": "explode"}, {"text": "busy"},
         {"text": "A fourth item that is stored too."}]})
@@ -307,6 +309,7 @@ MULTIPART_HEAD = (b'--B\r\nContent-Disposition: form-data; name="file"; filename
     ("/v1/assets/batch", "application/json", "body_too_large"),
     ("/v1/assets", "multipart/form-data; boundary=B", "file_too_large"),
     ("/v1/similar", "multipart/form-data; boundary=B", "file_too_large"),
+    ("/v1/assets/batch", "multipart/form-data; boundary=B", "file_too_large"),
 ])
 def test_the_app_stops_reading_an_endless_body_at_the_limit(
     door: Door, monkeypatch: pytest.MonkeyPatch, path: str, kind: str, code: str

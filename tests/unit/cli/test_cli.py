@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from click.testing import Result
 from typer.testing import CliRunner
 
+from kenning.cli.client import Client
 from kenning.cli.main import app
 from kenning.settings import Settings
 from kenning.stores.metadata.database import alembic_config
@@ -137,6 +138,29 @@ def test_a_bad_file_is_rejected_and_the_rest_ingested(
     assert asset["metadata"] == {"batch": "cli-test"}
     assert asset["filename"] == good.name
     assert asset["kind"] == "text"
+
+
+def test_ingest_sends_batches_of_batch_size(
+    live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[int] = []
+    real = Client.ingest_files
+
+    def counting(self: Client, paths: Any, metadata: Any = None) -> Any:
+        sent.append(len(paths))
+        return real(self, paths, metadata)
+
+    monkeypatch.setattr(Client, "ingest_files", counting)
+    for article in media.news(12)[7:12]:
+        (tmp_path / f"{article.id}.txt").write_text(article.text, encoding="utf-8")
+    result = kenning("ingest", str(tmp_path), "--batch-size", "2", "--parallel", "1",
+                     *remote(live_server))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"new": 5, "duplicate": 0, "rejected": 0}
+    assert sent == [2, 2, 1]
+    again = kenning("ingest", str(tmp_path), "--batch-size", "5", *remote(live_server))
+    assert json.loads(again.stdout) == {"new": 0, "duplicate": 5, "rejected": 0}
+    assert sent == [2, 2, 1, 5]
 
 
 def test_only_bad_files_exit_1(live_server: LiveServer, tmp_path: Path) -> None:
@@ -376,16 +400,45 @@ def test_serve_builds_the_app_from_its_options(
     monkeypatch.setattr(uvicorn, "run", lambda application, **kw: calls.append((application, kw)))
     monkeypatch.setattr("kenning.observability.logging.configure_logging", lambda *a, **k: None)
     result = kenning("serve", "--data-dir", str(tmp_path), "--host", "127.0.0.2",
-                     "--port", "8123", "--workers", "1")
+                     "--port", "8123", "--workers", "1", "--worker-processes", "0")
     assert result.exit_code == 0, result.output
     [(application, kw)] = calls
     assert kw == {"host": "127.0.0.2", "port": 8123, "log_config": None, "access_log": False}
     served = application.state.kenning
     try:
         assert (served.settings.data_dir, served.settings.workers) == (tmp_path, 1)
+        assert served.supervisor is None  # threads in the API process
     finally:
         served.close()
     assert "Kenning on http://127.0.0.2:8123" in flat(result.stderr)
+
+
+def test_serve_starts_worker_processes_and_stops_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With worker processes the API process runs no pipeline threads; the workers are
+    real `kenning worker` processes, and they are gone once serve returns."""
+    import os
+
+    import uvicorn
+
+    seen: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: seen.append(application))
+    monkeypatch.setattr("kenning.observability.logging.configure_logging", lambda *a, **k: None)
+    result = kenning("serve", "--data-dir", str(tmp_path), "--port", "8124", "--workers", "3",
+                     "--worker-processes", "2")
+    assert result.exit_code == 0, result.output
+    served = seen[0].state.kenning
+    try:
+        supervisor = served.supervisor
+        assert served.settings.workers == 0
+        assert (supervisor.count, supervisor.threads, len(supervisor.pids())) == (2, 3, 2)
+        for pid in supervisor.pids():  # stopped and reaped
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        served.close()
+    assert "2 worker processes" in flat(result.stderr)
 
 
 def test_demo_passes_its_options_and_exit_code(

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from kenning.api.bodies import (
     StrictJSONRoute,
     file_part,
     form_text,
+    invalid_json,
     is_json,
     is_multipart,
     json_body,
@@ -31,6 +33,7 @@ from kenning.api.schemas import (
     Accepted,
     AssetFields,
     AssetIn,
+    BatchFileFields,
     BatchIn,
     BatchItemResult,
     BatchOut,
@@ -38,14 +41,12 @@ from kenning.api.schemas import (
     UploadFields,
 )
 from kenning.container import Kenning
-from kenning.errors import BadInput, KenningError, TooLarge, UnsupportedMedia
+from kenning.errors import BadInput, TooLarge, UnsupportedMedia
 from kenning.ingest.metadata import validate_metadata
-from kenning.ingest.service import IngestRequest, IngestResult
+from kenning.ingest.service import IngestItem, IngestRequest, IngestResult, ItemOutcome
 from kenning.principal import Principal
 from kenning.services.assets import AssetView, JobView, SegmentView
 from kenning.settings import Settings
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["assets"], route_class=StrictJSONRoute)
 
@@ -73,7 +74,26 @@ _MULTIPART_DOC: dict[str, Any] = {
 }
 _BATCH_DOC: dict[str, Any] = {
     "requestBody": {
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "array", "minItems": 1,
+                                 "items": {"type": "string", "format": "binary"},
+                                 "description": "One part per item, at most max_batch_items; "
+                                 "all parts together within the upload size limit."},
+                        "items": {"type": "string", "description": "Optional. A JSON array "
+                                  "aligned by index with the file parts: one object per part "
+                                  "with title, external_id, metadata, callback_url, filename "
+                                  "(overrides the part's), by the rules of JSON ingest; "
+                                  "unknown keys are refused."},
+                    },
+                }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}},
+        },
         "required": True,
     }
 }
@@ -138,42 +158,117 @@ async def create_asset(request: Request, app: App, who: Who) -> Accepted:
                            code="unsupported_content_type")
 
 
-def _batch(raw: Any, settings: Settings) -> list[tuple[AssetIn, IngestRequest]]:
+def _json_batch(raw: Any, settings: Settings) -> list[IngestItem]:
     """The whole batch checked before any item is stored: count, schema, metadata."""
     items = raw.get("items") if isinstance(raw, dict) else None
     if isinstance(items, list) and len(items) > settings.max_batch_items:
-        raise TooLarge(f"at most {settings.max_batch_items} items per batch",
-                       code="batch_too_large", limit=settings.max_batch_items)
+        raise _too_many(settings)
     batch = BatchIn.model_validate(raw)
-    checked = []
-    for index, item in enumerate(batch.items):
+    requests = _batch_requests(batch.items, settings, [None] * len(batch.items))
+    return [IngestItem.text(item.text, req) if item.text is not None
+            else IngestItem.url(item.url or "", req)
+            for item, req in zip(batch.items, requests, strict=True)]
+
+
+_FORM_ITEMS = TypeAdapter(list[BatchFileFields])
+
+
+async def _form_batch(request: Request, settings: Settings) -> list[IngestItem]:
+    """A multipart batch: ``file`` parts, and an optional ``items`` field (a JSON array
+    aligned by index with them), checked as a whole before any item is stored."""
+    form = await read_form(request, max_files=settings.max_batch_items)
+    uploads: list[UploadFile] = []
+    for name, value in form.multi_items():
+        if name == "file" and isinstance(value, UploadFile):
+            uploads.append(value)
+        elif name == "file":
+            raise BadInput("'file' parts must be files", code="missing_file")
+        elif name == "items" and isinstance(value, UploadFile):
+            raise BadInput("the items field must be a text field, not a file",
+                           code="invalid_request")
+        elif name != "items":
+            raise BadInput(f"unknown form field {name[:100]!r}: a batch form has 'file' "
+                           "parts and an optional 'items' field", code="invalid_request")
+    if not uploads:
+        raise BadInput("a batch form needs at least one 'file' part", code="missing_file")
+    if len(uploads) > settings.max_batch_items:
+        raise _too_many(settings)
+    if len(form.getlist("items")) > 1:
+        raise BadInput("give one 'items' field", code="invalid_request")
+    entries = _form_entries(form_text(form, "items"), len(uploads))
+    fields = _FORM_ITEMS.validate_python([
+        {"filename": upload.filename or None, **entry}
+        for upload, entry in zip(uploads, entries, strict=True)
+    ])
+    requests = _batch_requests(fields, settings, [f.filename or None for f in fields])
+    return [IngestItem.upload(await read_upload(upload, settings.max_upload_bytes), req)
+            for upload, req in zip(uploads, requests, strict=True)]
+
+
+def _form_entries(raw: str | None, files: int) -> list[dict[str, Any]]:
+    """The ``items`` field: strict JSON, an array of objects, one per file part."""
+    if raw is None:
+        return [{} for _ in range(files)]
+    try:
+        value = parse_json(raw.encode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"the items field: {invalid_json(exc.msg, exc.pos).message}",
+                       code="invalid_json") from exc
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise BadInput("the items field must be a JSON array of objects, one per file "
+                       "part", code="invalid_request")
+    if len(value) != files:
+        raise BadInput(f"the items field has {len(value)} entries for {files} file parts; "
+                       "give one per file part, in the same order", code="invalid_request")
+    return value
+
+
+def _batch_requests(fields: Sequence[AssetFields], settings: Settings,
+                    filenames: Sequence[str | None]) -> list[IngestRequest]:
+    """Each item's request, its metadata checked; a flaw names the item's index."""
+    requests = []
+    for index, (item, filename) in enumerate(zip(fields, filenames, strict=True)):
         try:
-            checked.append((item, _ingest_request(item, settings)))
+            requests.append(_ingest_request(item, settings, filename))
         except (BadInput, TooLarge) as exc:
             raise type(exc)(f"items[{index}]: {exc.message}", code=exc.code,
                             **{**exc.details, "index": index}) from exc
-    return checked
+    return requests
+
+
+def _too_many(settings: Settings) -> TooLarge:
+    return TooLarge(f"at most {settings.max_batch_items} items per batch",
+                    code="batch_too_large", limit=settings.max_batch_items)
+
+
+def _batch_out(outcomes: Sequence[ItemOutcome]) -> BatchOut:
+    results = [
+        BatchItemResult(index=index, accepted=_accepted(outcome))
+        if isinstance(outcome, IngestResult) else
+        BatchItemResult(index=index, error=ItemError(
+            code=outcome.code, message=outcome.message, status=outcome.status))
+        for index, outcome in enumerate(outcomes)
+    ]
+    ok = sum(r.accepted is not None for r in results)
+    return BatchOut(accepted=ok, rejected=len(results) - ok, results=results)
 
 
 @router.post("/assets/batch", status_code=202, response_model=BatchOut,
-             openapi_extra=_BATCH_DOC, responses=error_responses(401, 413, 415, 422),
-             summary="Ingest many JSON items (text or url); each gets its own result")
+             openapi_extra=_BATCH_DOC, responses=error_responses(401, 413, 415, 422, 429),
+             summary="Ingest many items: multipart file parts, or JSON text and url items")
 async def create_batch(request: Request, app: App, who: Who) -> BatchOut:
-    checked = _batch(await json_body(request), app.settings)
-    results: list[BatchItemResult] = []
-    for index, (item, req) in enumerate(checked):
-        try:
-            accepted = _accepted(await run_in_threadpool(_ingest_json, app, who, item, req))
-            results.append(BatchItemResult(index=index, accepted=accepted))
-        except KenningError as exc:
-            results.append(BatchItemResult(index=index, error=ItemError(
-                code=exc.code, message=exc.message, status=exc.status)))
-        except Exception:
-            log.exception("batch item failed", extra={"index": index})
-            results.append(BatchItemResult(index=index, error=ItemError(
-                code="internal_error", message="unexpected server error", status=500)))
-    ok = sum(r.accepted is not None for r in results)
-    return BatchOut(accepted=ok, rejected=len(results) - ok, results=results)
+    """Check the batch as a whole (a flaw: 4xx, nothing stored), then ingest its items
+    together (one transaction); each item gets its own result or error, in input order.
+    Backpressure admits or refuses the batch as a whole (429)."""
+    kind = media_type(request.headers)
+    if is_multipart(kind):
+        items = await _form_batch(request, app.settings)
+    elif is_json(kind):
+        items = _json_batch(await json_body(request), app.settings)
+    else:
+        raise UnsupportedMedia(f"send multipart/form-data or application/json, not {kind!r}",
+                               code="unsupported_content_type")
+    return _batch_out(await run_in_threadpool(app.ingest.ingest_many, who, items))
 
 
 @router.get("/assets/{asset_id}", response_model=AssetView,

@@ -8,7 +8,7 @@ yields the same key and costs nothing. The embedded implementation is a local fo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -53,6 +53,17 @@ class BlobStore(Protocol):
 
         Putting bytes that are already stored refreshes their age (see :meth:`scan`), so
         a collector's grace period counts from the last put.
+        """
+        ...
+
+    def put_many(self, datas: Sequence[bytes]) -> list[str]:
+        """Store every item of ``datas``; return their keys in the same order.
+
+        The same contract as :meth:`put` for each item (atomic, idempotent, a re-put
+        refreshes the age), and every item is durable before the keys are returned; a
+        crash part way leaves some items stored whole and none partial. An implementation
+        groups the expensive part (folder fsyncs, request round trips) per call, which is
+        why bulk ingest writes a batch's blobs with one call.
         """
         ...
 

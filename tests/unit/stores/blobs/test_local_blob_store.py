@@ -110,3 +110,62 @@ def test_sweep_temp_never_removes_a_write_in_progress(
         release.set()
         writer.join(5)
     assert store.get(hashlib.sha256(b"y" * 100).hexdigest()) == b"y" * 100
+
+
+def _same_folder_datas(count: int) -> list[bytes]:
+    """``count`` distinct contents whose keys share one fan-out folder (``ab/cd``)."""
+    by_folder: dict[str, list[bytes]] = {}
+    i = 0
+    while True:
+        data = f"folder mate {i}".encode()
+        folder = by_folder.setdefault(hashlib.sha256(data).hexdigest()[:4], [])
+        folder.append(data)
+        if len(folder) == count:
+            return folder
+        i += 1
+
+
+def test_put_many_fsyncs_each_blob_before_its_rename_and_each_folder_once_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from kenning.stores.blobs import local
+
+    store = LocalBlobStore(tmp_path)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_fsync_dir = os.fsync, os.replace, local._fsync_dir
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Path, dst: Path) -> None:
+        events.append(("rename", os.path.realpath(src)))
+        real_replace(src, dst)
+
+    def fsync_dir(path: Path) -> None:
+        events.append(("folder", str(path)))
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(local.os, "fsync", fsync)
+    monkeypatch.setattr(local.os, "replace", replace)
+    monkeypatch.setattr(local, "_fsync_dir", fsync_dir)
+    mates = _same_folder_datas(3)
+    other = b"a blob in another folder"
+    keys = store.put_many([*mates, other, mates[0]])
+
+    renamed = [name for kind, name in events if kind == "rename"]
+    assert len(renamed) == 4  # the repeat is written once
+    for name in renamed:
+        assert events.index(("fsync", name)) < events.index(("rename", name))
+    folders = [name for kind, name in events if kind == "folder"]
+    assert len(folders) == len(set(folders))  # grouped: each folder once per call
+    shared = str(store.path_for(keys[0]).parent)
+    assert {shared, str(store.path_for(keys[3]).parent), str(tmp_path)} <= set(folders)
+    last_rename = max(i for i, (kind, _) in enumerate(events) if kind == "rename")
+    assert all(events.index(("folder", f)) > last_rename for f in folders)
+    # Known bytes cost no write at all.
+    events.clear()
+    assert store.put_many([other, *mates]) == [keys[3], *keys[:3]]
+    assert events == []

@@ -1,0 +1,165 @@
+"""`kenning serve --worker-processes 1`: SIGKILL the worker process in the middle of a
+cross-asset batch; every accepted asset still completes, exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from kenning.cli.client import wait_ready
+from kenning.stores.metadata import Database
+from kenning.stores.metadata.tables import (
+    Asset,
+    AuditEvent,
+    Embedding,
+    Feature,
+    Job,
+    Segment,
+    StageRun,
+)
+from tests.fixtures import media
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KENNING_LOG_JSON": "true", "KENNING_RECONCILE_INTERVAL_S": "1",
+           "KENNING_STEP_BATCH_ITEMS": "16"}
+    log = (data_dir / "server.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "kenning.cli.main", "serve", "--data-dir", str(data_dir),
+         "--port", str(port), "--workers", "2", "--worker-processes", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+
+
+def _batch_holder(database: Database, server_pid: int) -> tuple[int, int] | None:
+    """(pid, assets) of a worker process holding runs of several assets right now."""
+    with database.session(write=False) as s:
+        rows = s.execute(
+            select(StageRun.worker, func.count(func.distinct(StageRun.job_id)))
+            .where(StageRun.state == "running").group_by(StageRun.worker)
+        ).all()
+    for worker, assets in rows:
+        pid = int(str(worker).rsplit(":", 1)[1])
+        if pid != server_pid and assets >= 2:
+            return pid, assets
+    return None
+
+
+def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    articles = []
+    seen: set[str] = set()
+    for article in media.news():
+        if article.text not in seen:
+            seen.add(article.text)
+            articles.append(article)
+        if len(articles) == 96:
+            break
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _serve(data_dir, port)
+    database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
+    try:
+        wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
+        key = (data_dir / "bootstrap_api_key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+
+        def send(i: int) -> str:
+            a = articles[i]
+            r = httpx.post(f"{url}/v1/assets", headers=headers, timeout=60,
+                           json={"text": a.text, "title": a.title, "external_id": a.id})
+            assert r.status_code == 202, r.text
+            return str(r.json()["asset_id"])
+
+        with ThreadPoolExecutor(4) as pool:
+            accepted = list(pool.map(send, range(len(articles))))
+        killed: tuple[int, int] | None = None
+        deadline = time.monotonic() + 60
+        while killed is None and time.monotonic() < deadline:
+            killed = _batch_holder(database, server.pid)
+            if killed is None:
+                time.sleep(0.005)
+        assert killed is not None, "no worker process was ever seen holding a batch"
+        pid, assets_held = killed
+        os.kill(pid, signal.SIGKILL)
+
+        deadline = time.monotonic() + 300
+        open_jobs = -1
+        while time.monotonic() < deadline:
+            with database.session(write=False) as s:
+                open_jobs = s.scalar(select(func.count()).select_from(Job).where(
+                    Job.state.in_(("queued", "running")))) or 0
+            if open_jobs == 0:
+                break
+            time.sleep(0.5)
+        assert open_jobs == 0
+        assert server.poll() is None  # the server outlived its worker
+
+        with database.session(write=False) as s:
+            assets = list(s.scalars(select(Asset)))
+            assert sorted(a.id for a in assets) == sorted(accepted)
+            assert {a.status for a in assets} == {"ready"}
+            assert {j.state for j in s.scalars(select(Job))} == {"succeeded"}
+            runs = list(s.scalars(select(StageRun)))
+            assert {r.state for r in runs} == {"succeeded"}
+            # The killed worker's claims counted as attempts; they ran again elsewhere.
+            retried = {r.job_id for r in runs if r.attempts == 2}
+            assert len(retried) >= 2 and all(r.attempts in (1, 2) for r in runs)
+            # Exactly once: no doubled segments, features, embeddings or audit events.
+            doubled_segments = s.execute(
+                select(Segment.asset_id, Segment.producer, Segment.seq)
+                .group_by(Segment.asset_id, Segment.producer, Segment.seq)
+                .having(func.count() > 1)).all()
+            assert doubled_segments == []
+            doubled_features = s.execute(
+                select(Feature.asset_id, Feature.name).group_by(Feature.asset_id, Feature.name)
+                .having(func.count() > 1)).all()
+            assert doubled_features == []
+            chunks = s.scalar(select(func.count()).select_from(Segment).where(
+                Segment.kind == "chunk"))
+            vectors = s.scalar(select(func.count()).select_from(Embedding))
+            assert vectors == chunks + len(accepted)  # one per chunk, one per asset
+            creates = s.scalar(select(func.count()).select_from(AuditEvent).where(
+                AuditEvent.action == "asset.create"))
+            assert creates == len(accepted)
+        # Search sees every asset once (the indexes followed the database).
+        title = articles[0].title
+        for mode in ("keyword", "semantic"):
+            hits = httpx.post(f"{url}/v1/search", headers=headers, timeout=60,
+                              json={"query": title, "mode": mode, "limit": 5}).json()["hits"]
+            found = [h["asset_id"] for h in hits if h["title"] == title]
+            assert found == [accepted[0]], (mode, hits)
+        from kenning.stores.keyword import SQLiteKeywordIndex
+
+        keyword = SQLiteKeywordIndex(data_dir / "indexes" / "keyword.db")
+        assert keyword.count(assets[0].tenant_id) == chunks
+        keyword.close()
+        health = httpx.get(f"{url}/readyz").json()
+        assert health["checks"]["workers"] == "ok"  # the supervisor restarted it
+        assert assets_held >= 2
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        database.dispose()
