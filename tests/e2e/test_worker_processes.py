@@ -153,6 +153,10 @@ def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(tmp_path: Path)
         keyword = SQLiteKeywordIndex(data_dir / "indexes" / "keyword.db")
         assert keyword.count(assets[0].tenant_id) == chunks
         keyword.close()
+        # The server's /metrics sums its worker processes' metrics (multiprocess mode).
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'kenning_step_deliveries_total{result="work",step="embed:text.embed"}' in metrics
+        assert "kenning_stage_seconds_bucket" in metrics
         health = httpx.get(f"{url}/readyz").json()
         assert health["checks"]["workers"] == "ok"  # the supervisor restarted it
         assert assets_held >= 2

@@ -70,15 +70,19 @@ def serve(
     """Run the API and the pipeline workers (embedded profile)."""
     import uvicorn
 
-    from kenning.api.app import create_app
-    from kenning.cli.workers import WorkerSupervisor
-    from kenning.container import Kenning
-    from kenning.observability.logging import configure_logging
+    from kenning.cli.workers import WorkerSupervisor, share_metrics
 
     settings = _settings(data_dir, host=host, port=port, workers=workers,
                          worker_processes=worker_processes)
-    configure_logging(settings.log_level, json_lines=settings.log_json)
     processes = settings.resolved_worker_processes if settings.run_workers else 0
+    if processes:
+        share_metrics(settings.data_dir / ".metrics")  # before the metrics are defined
+
+    from kenning.api.app import create_app
+    from kenning.container import Kenning
+    from kenning.observability.logging import configure_logging
+
+    configure_logging(settings.log_level, json_lines=settings.log_json)
     kenning_app = Kenning(
         settings.model_copy(update={"workers": 0}) if processes else settings
     )

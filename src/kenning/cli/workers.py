@@ -24,9 +24,26 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WorkerSupervisor", "die_with_parent"]
+__all__ = ["WorkerSupervisor", "die_with_parent", "share_metrics"]
 
 _PR_SET_PDEATHSIG = 1
+
+
+def share_metrics(folder: Path) -> None:
+    """Put this process and the workers it starts in prometheus_client's multiprocess
+    mode, writing to an emptied ``folder`` (files of processes from an earlier run
+    would be summed in otherwise). Must run before :mod:`kenning.observability.metrics`
+    is imported; the server's ``/metrics`` then sums every process."""
+    import sys as _sys
+
+    if "prometheus_client" in _sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        log.warning("metrics are per process: prometheus_client was imported too early")
+        return
+    if folder.exists():
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def die_with_parent() -> None:

@@ -2,14 +2,21 @@
 
 Queue depth is not a metric someone must remember to update: a collector asks the
 broker at scrape time (see :func:`register_queue_collector`).
+
+With worker processes (``kenning serve --worker-processes``) every process writes its
+counters and histograms to files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
+multiprocess mode, which ``serve`` switches on before this module is imported, for
+itself and its workers), and :func:`exposition` sums them across processes.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -109,3 +116,15 @@ def register_queue_collector(depths: Callable[[], Mapping[str, Mapping[str, int]
         REGISTRY.unregister(_queue_collector)
     _queue_collector = _QueueCollector(depths)
     REGISTRY.register(_queue_collector)
+
+
+def exposition() -> bytes:
+    """The text exposition of every metric: this process's, or, in multiprocess mode, all
+    processes' summed (each family once), plus the queue depths read now."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return bytes(generate_latest(REGISTRY))
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    if _queue_collector is not None:
+        registry.register(_queue_collector)
+    return bytes(generate_latest(registry))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from kenning.api.deps import App
-from kenning.observability.metrics import REGISTRY
+from kenning.observability.metrics import exposition
 
 router = APIRouter(tags=["ops"])
 
@@ -59,4 +59,4 @@ def readyz(app: App) -> JSONResponse:
     summary="Prometheus metrics",
 )
 def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
