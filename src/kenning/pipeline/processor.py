@@ -182,6 +182,9 @@ class Processor(Protocol):
     so at most one asset's decoded media is held at a time."""
     own_step: bool
     """Run in a step of its own instead of joining the connected processors of its queue."""
+    max_batch: int | None
+    """Most assets per batch of its step (slow processors keep a batch inside their time
+    limit, which bounds the whole batch); ``None``: the ``step_batch_items`` setting."""
 
     def process(self, batch: Sequence[StageInput]) -> list[StageOutput]:
         """Process a batch; return one output per input, in order. Raise to fail it."""
@@ -201,6 +204,7 @@ class BaseProcessor:
     cacheable: bool = True
     batched: bool = False
     own_step: bool = False
+    max_batch: int | None = None
 
     def process(self, batch: Sequence[StageInput]) -> list[StageOutput]:
         return [self.process_one(item) for item in batch]

@@ -107,16 +107,22 @@ class StepRunner:
         self.deliveries = 0
         self.noops = 0
 
+    def _members(self, step: str) -> list[Processor]:
+        names = step.split(":", 1)[-1].split("+")
+        return [self.registry.get(n) for n in names if n in self.registry]
+
     def time_limit_s(self, step: str) -> float:
         """A step's batch limit: the sum of its members' limits (processors may declare
         their own; the default is ``stage_time_limit_s``)."""
-        names = step.split(":", 1)[-1].split("+")
-        limits = [
-            (self.registry.get(n).time_limit_s or self.settings.stage_time_limit_s)
-            if n in self.registry else self.settings.stage_time_limit_s
-            for n in names
-        ]
+        limits = [p.time_limit_s or self.settings.stage_time_limit_s
+                  for p in self._members(step)]
         return sum(limits) or self.settings.stage_time_limit_s
+
+    def batch_items(self, step: str) -> int:
+        """Most assets per batch: the setting, or less where a member declares less."""
+        caps: list[int] = [self.settings.step_batch_items]
+        caps += [cap for p in self._members(step) if (cap := getattr(p, "max_batch", None))]
+        return max(1, min(caps))
 
     # --- the actor ---------------------------------------------------------------------
     def run_step(self, step: str) -> int:
@@ -130,7 +136,7 @@ class StepRunner:
         with self.stores.db.session() as s:
             claimed = claim_batch(
                 s, step, now=utcnow(), lease=lease,
-                max_items=self.settings.step_batch_items,
+                max_items=self.batch_items(step),
                 max_bytes=self.settings.step_batch_bytes,
             )
         jobs_claimed = {c.job_id for c in claimed}
@@ -139,7 +145,7 @@ class StepRunner:
             self.noops += 1
             return 0
         STEP_BATCH_SIZE.labels(step).observe(len(jobs_claimed))
-        if len(jobs_claimed) >= self.settings.step_batch_items:
+        if len(jobs_claimed) >= self.batch_items(step):
             self._ring([step])
         self.execute(step, claimed)
         return len(claimed)

@@ -32,6 +32,7 @@ class OcrImage(BaseProcessor):
     produces = frozenset({"text"})
     queue = "ocr"
     time_limit_s: float | None = 120.0
+    max_batch: int | None = 8  # seconds per image: a batch stays well inside the time limit
 
     def __init__(self, settings: Settings | None = None, ocr: OcrBackend | None = None) -> None:
         self.settings = settings or Settings()
