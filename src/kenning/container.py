@@ -164,6 +164,7 @@ class Kenning:
         self._worker = dramatiq.Worker(self.broker, worker_threads=max(threads, 1),
                                        worker_timeout=200)
         self._worker.start()
+        log.info("pipeline workers started", extra={"threads": max(threads, 1)})
 
     def join(self, timeout_s: float = 120.0) -> None:
         """Wait until no stage is pending, queued or running (tests and benchmarks)."""

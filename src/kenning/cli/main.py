@@ -120,20 +120,23 @@ def worker(
     CPU beside a running server. Stops on Ctrl-C or SIGTERM, handing back what it held.
     """
     import signal
-    import threading
+    import time
 
     from kenning.container import Kenning
     from kenning.observability.logging import configure_logging
 
     settings = _settings(data_dir, workers=threads)
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # The handler only records the signal: one that took a lock (Event.set) could land
+    # while the main thread holds that same lock, and deadlock the process.
+    received: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _: received.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _: received.append(signum))
     kenning_worker = Kenning(settings)
     try:
         kenning_worker.start_worker()
-        stop.wait()
+        while not received:
+            time.sleep(0.2)  # a signal cuts the sleep short
     finally:
         kenning_worker.close()
 
