@@ -161,8 +161,12 @@ class Kenning:
         threads = self.settings.workers if threads is None else threads
         # "process_boot" is what starts TimeLimit's watchdog (the dramatiq CLI emits it).
         self.broker.emit_after("process_boot")
+        # Prefetch 1: a busy worker holds at most the doorbell it is answering, so the
+        # next one (rung by a full batch) goes to a process with a free model, not to
+        # the one that rang it, whose own consumer would wake first.
         self._worker = dramatiq.Worker(self.broker, worker_threads=max(threads, 1),
                                        worker_timeout=200)
+        self._worker.queue_prefetch = 1  # (this dramatiq takes it from the attribute)
         self._worker.start()
         log.info("pipeline workers started", extra={"threads": max(threads, 1)})
 
@@ -175,6 +179,8 @@ class Kenning:
             time.sleep(0.05)
 
     def close(self) -> None:
+        if self.supervisor is not None:  # worker processes first: they write to the stores
+            self.supervisor.stop()
         self._janitor.stop()
         self.reconciler.stop()
         if self._worker is not None:

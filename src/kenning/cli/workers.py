@@ -110,7 +110,12 @@ class WorkerSupervisor:
                 self.restarts += 1
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM every worker (they finish or hand back their batch), then SIGKILL."""
+        """SIGTERM every worker (they finish or hand back their batch), then SIGKILL.
+
+        Idempotent: the server's shutdown (its lifespan) and ``serve``'s own clean-up
+        both call it."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         if self._watch is not None:
             self._watch.join(timeout=5)

