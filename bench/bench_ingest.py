@@ -37,8 +37,8 @@ from kenning.container import Kenning
 from kenning.demo.corpus import NewsArticle, news_articles
 from kenning.inference.embedding import EmbeddingBackend, UseMultilingualBackend
 from kenning.ingest.service import IngestRequest
-from kenning.processors.text import chunk_text, detect_language, normalize_text
 from kenning.principal import Principal
+from kenning.processors.text import chunk_text, detect_language, normalize_text
 from kenning.settings import Settings
 from kenning.stores.bundle import vector_namespace
 from kenning.stores.metadata.tables import Asset, Embedding, Segment
