@@ -171,12 +171,14 @@ class Kenning:
         log.info("pipeline workers started", extra={"threads": max(threads, 1)})
 
     def join(self, timeout_s: float = 120.0) -> None:
-        """Wait until no stage is pending, queued or running (tests and benchmarks)."""
+        """Wait until no stage is pending, queued or running, then bring this process's
+        indexes up to what was written (tests and benchmarks)."""
         deadline = time.monotonic() + timeout_s
         while self.ingest.unfinished_stages():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"pipeline not idle after {timeout_s} s")
             time.sleep(0.05)
+        self.stores.follower.catch_up(load=False)
 
     def close(self) -> None:
         if self.supervisor is not None:  # worker processes first: they write to the stores

@@ -136,3 +136,25 @@ def test_save_and_reopen(factory: HashIndexFactory, tmp_path: Path) -> None:
     assert reopened.search(NS, codes[2], max_distance=0) == [HashHit(1, 0), HashHit(2, 0)]
     near = flip(codes[150], [3, 9, 200])
     assert reopened.search(NS, near, max_distance=5) == [HashHit(150, 3)]
+
+
+def test_a_saved_mark_reopens_with_the_state_it_describes(
+    factory: HashIndexFactory, tmp_path: Path
+) -> None:
+    """The index-log mark is saved with the data and read back by a later process."""
+    index = factory(tmp_path)
+    assert index.saved_mark() is None
+    index.add(NS, [1, 2], [random_code(1), random_code(2)])
+    index.save(mark=17)
+    reopened = factory(tmp_path)
+    assert reopened.saved_mark() == 17 and reopened.count(NS) == 2
+
+
+def test_clear_forgets_everything_saved_too(factory: HashIndexFactory, tmp_path: Path) -> None:
+    index = factory(tmp_path)
+    index.add(NS, [1], [random_code(1)])
+    index.save(mark=2)
+    index.clear()
+    assert index.count(NS) == 0 and index.saved_mark() is None
+    reopened = factory(tmp_path)
+    assert reopened.count(NS) == 0 and reopened.saved_mark() is None

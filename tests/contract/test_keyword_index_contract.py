@@ -230,3 +230,29 @@ def test_ids_pages_through_every_tenant_in_order(index: KeywordIndex) -> None:
     assert pages == everything
     index.delete([3])
     assert 3 not in index.ids(0, 1000)
+
+
+def test_apply_log_moves_the_mark_with_the_documents(
+    factory: KeywordIndexFactory, tmp_path: Path
+) -> None:
+    index = factory(tmp_path)
+    assert index.log_mark() == 0
+    index.upsert([KeywordDoc(1, "t1", "a1", "avalanche warning in the valley")])
+    assert index.apply_log(delete=[1], upsert=[KeywordDoc(2, "t1", "a2", "avalanche drill")],
+                           expect=0, mark=7)
+    assert index.log_mark() == 7
+    assert ids(index.search("t1", "avalanche", 5)) == [2]
+    assert factory(tmp_path).log_mark() == 7  # kept in the index itself
+
+
+def test_apply_log_changes_nothing_when_the_mark_moved(
+    factory: KeywordIndexFactory, tmp_path: Path
+) -> None:
+    """Two processes on one index: the one with a stale view of the mark is refused."""
+    one, two = factory(tmp_path), factory(tmp_path)
+    assert one.apply_log(delete=[], upsert=[KeywordDoc(1, "t1", "a1", "heatwave")],
+                         expect=0, mark=5)
+    assert not two.apply_log(delete=[1], upsert=[KeywordDoc(3, "t1", "a3", "heatwave")],
+                             expect=0, mark=4)
+    assert two.log_mark() == 5
+    assert ids(two.search("t1", "heatwave", 5)) == [1]

@@ -187,3 +187,33 @@ def test_save_and_reopen(factory: VectorIndexFactory, tmp_path: Path, corpus: np
     assert [[h.id for h in hits] for hits in after] == [[h.id for h in hits] for hits in before]
     assert {h.id for h in after[0][:2]} == {2, 3}
     assert reopened.search(NS, corpus[0], 1, allowed={0, 1}) == []
+
+
+def test_a_saved_mark_reopens_with_the_state_it_describes(
+    factory: VectorIndexFactory, tmp_path: Path, corpus: np.ndarray
+) -> None:
+    """The index-log mark is saved with the data and read back by a later process."""
+    index = factory(tmp_path)
+    assert index.saved_mark() is None
+    index.add(NS, list(range(len(corpus))), corpus)
+    index.save(mark=41)
+    index.remove(NS, [0])
+    index.save()  # data newer than the mark: allowed, the mark only ever lags
+    reopened = factory(tmp_path)
+    assert reopened.saved_mark() == 41
+    assert reopened.count(NS) == len(corpus) - 1
+    assert [h.id for h in reopened.search(NS, corpus[7], 1)] == [7]
+
+
+def test_clear_forgets_everything_saved_too(
+    factory: VectorIndexFactory, tmp_path: Path, corpus: np.ndarray
+) -> None:
+    index = factory(tmp_path)
+    index.add(NS, [1, 2], corpus[:2])
+    index.save(mark=3)
+    index.clear()
+    assert index.count(NS) == 0 and index.saved_mark() is None
+    reopened = factory(tmp_path)
+    assert reopened.count(NS) == 0 and reopened.saved_mark() is None
+    reopened.add(NS, [1], corpus[:1])
+    assert reopened.count(NS) == 1

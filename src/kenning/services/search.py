@@ -110,6 +110,9 @@ class SearchService:
         if req.modalities and not filters.kind:
             filters = filters.model_copy(update={"kind": req.modalities})
         depth = max(req.limit * 5, 50)
+        # The indexes follow the index log: apply what committed before this request, so
+        # a search after an ingest finished (or a delete) sees it.
+        self.stores.follower.catch_up()
         allowed_assets = self._allowed_assets(who, filters)
         if allowed_assets is not None and not allowed_assets:
             return SearchResponse(mode=mode, hits=[])

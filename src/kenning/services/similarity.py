@@ -67,6 +67,8 @@ class SimilarityService:
     def similar(
         self, who: Principal, req: SimilarRequest, upload: bytes | None = None
     ) -> SimilarResponse:
+        # The indexes follow the index log: apply what committed before this request.
+        self.stores.follower.catch_up()
         if upload is not None:
             if sniff(upload).kind == MediaKind.IMAGE:
                 require_image_support(self.settings)  # no PDQ without the image extra

@@ -2,20 +2,36 @@
 
 A namespace is saved as ``<root>/<digest>.npz`` (the digest of its name, so any name is
 a safe file name); the file holds its own ``namespace`` and a ``format`` number that
-:func:`saved_namespaces` checks on load.
+:func:`saved_namespaces` checks on load. Files a namespace needs beside it (a faiss
+graph) are named ``<digest>.<token>.<suffix>`` and referenced from the ``.npz``.
+
+``<root>/log_mark.json`` holds the index-log mark of the snapshot: every change up to it
+is in the files. It is written after the namespace files and removed first when the
+snapshot is discarded, so a mark is never ahead of the files it describes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_savez", "namespace_file", "saved_namespaces"]
+__all__ = [
+    "atomic_savez",
+    "atomic_write",
+    "discard_snapshot",
+    "namespace_file",
+    "read_mark",
+    "saved_namespaces",
+    "write_mark",
+]
+
+MARK_FILE = "log_mark.json"
 
 
 def namespace_file(root: Path, namespace: str) -> Path:
@@ -23,27 +39,64 @@ def namespace_file(root: Path, namespace: str) -> Path:
     return root / (hashlib.sha256(namespace.encode()).hexdigest()[:40] + ".npz")
 
 
-def atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write an ``.npz`` so that readers see the old file or the new one, never a mix.
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Have ``write(temporary path)`` create a file, then make it ``path`` atomically.
 
-    The data goes to a temporary file in the same folder, is fsynced, replaces ``path``
-    in one rename, and the folder is fsynced so the rename survives a crash.
+    The temporary file is in the same folder and fsynced before it replaces ``path`` in
+    one rename; the folder is fsynced so the rename survives a crash. Readers see the
+    old file or the new one, never a mix.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def atomic_savez(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write an ``.npz`` so that readers see the old file or the new one, never a mix."""
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))  # type: ignore[arg-type]
+
+
+def write_mark(root: Path, mark: int) -> None:
+    """Record that the files under ``root`` hold every index-log entry up to ``mark``."""
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps({"mark": int(mark)}))
+
+    atomic_write(root / MARK_FILE, write)
+
+
+def read_mark(root: Path) -> int | None:
+    """The mark written by :func:`write_mark`, ``None`` when there is none."""
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        return int(json.loads((root / MARK_FILE).read_text())["mark"])
+    except FileNotFoundError:
+        return None
+
+
+def discard_snapshot(root: Path) -> None:
+    """Delete the mark, then every index file under ``root`` (before a rebuild).
+
+    The mark goes first and durably: a crash half-way leaves files without a mark, which
+    the next start treats as no snapshot at all.
+    """
+    mark = root / MARK_FILE
+    if mark.exists():
+        mark.unlink()
+        _fsync_dir(root)
+    for path in root.iterdir():
+        if path.is_file() and path.suffix in {".npz", ".faiss"}:
+            path.unlink()
 
 
 def saved_namespaces(root: Path, version: int) -> Iterator[Mapping[str, np.ndarray]]:
@@ -57,3 +110,11 @@ def saved_namespaces(root: Path, version: int) -> Iterator[Mapping[str, np.ndarr
             if int(data["format"]) != version:
                 raise ValueError(f"{path}: unsupported format {int(data['format'])}")
             yield data
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -73,6 +73,14 @@ class TombstonedRows:
         self.dirty = self.dirty or removed > 0
         return removed
 
+    def reserve(self, rows: np.ndarray) -> None:
+        """Take ``rows`` (the first ``n`` rows, then room to grow) as the row array and
+        give ids and live flags the same room, so appends fill it before any copy."""
+        capacity = len(rows)
+        self.ids = _grow(self.ids[: self.n], capacity)
+        self.live = _grow(self.live[: self.n], capacity)
+        self.rows = rows
+
     def live_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the live ids and rows, in position order (what compaction keeps)."""
         keep = np.flatnonzero(self.live[: self.n])

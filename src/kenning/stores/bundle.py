@@ -6,73 +6,59 @@ can hand in PostgreSQL/pgvector/S3 adapters without touching services.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
-
-import numpy as np
 
 from kenning.settings import Settings
 from kenning.stores.blobs import BlobStore, LocalBlobStore
+from kenning.stores.follower import IndexFollower
 from kenning.stores.hashes import FaissBinaryHashIndex, HashIndex
 from kenning.stores.keyword import KeywordIndex, SQLiteKeywordIndex
 from kenning.stores.metadata import Database
+from kenning.stores.namespaces import hash_namespace, vector_namespace
 from kenning.stores.vectors import FaissVectorIndex, VectorIndex
+
+__all__ = ["Stores", "build_stores", "hash_namespace", "vector_namespace"]
 
 
 @dataclass
 class Stores:
+    """The stores, plus the follower that keeps this process's indexes on the index log.
+
+    Writers log index changes (:mod:`kenning.stores.index_log`); only ``follower``
+    writes ``vectors``, ``hashes`` and ``keyword``. A follower with default settings is
+    made when none is given.
+    """
+
     db: Database
     blobs: BlobStore
     vectors: VectorIndex
     hashes: HashIndex
     keyword: KeywordIndex
+    follower: IndexFollower = None  # type: ignore[assignment]  # made in __post_init__
 
-
-def vector_namespace(tenant_id: str, space: str, *, asset_level: bool = False) -> str:
-    """Vectors of one tenant and one model; asset-level means live apart from segments."""
-    return f"{tenant_id}/{space}/{'asset' if asset_level else 'segment'}"
-
-
-def hash_namespace(tenant_id: str, algorithm: str) -> str:
-    return f"{tenant_id}/{algorithm}"
-
-
-def index_vectors(
-    stores: Stores, rows: Iterable[tuple[int, str, str, bool, np.ndarray]]
-) -> None:
-    """Add ``(embedding id, tenant, space, asset_level, vector)`` rows, one call a namespace."""
-    groups: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-    for emb_id, tenant, space, asset_level, vector in rows:
-        ids, vecs = groups[vector_namespace(tenant, space, asset_level=asset_level)]
-        ids.append(emb_id)
-        vecs.append(vector)
-    for namespace, (ids, vecs) in groups.items():
-        stores.vectors.add(namespace, ids, np.vstack(vecs))
-
-
-def index_codes(stores: Stores, rows: Iterable[tuple[int, str, str, bytes]]) -> None:
-    """Add ``(fingerprint id, tenant, algorithm, bits)`` rows, one call a namespace."""
-    groups: dict[str, tuple[list[int], list[bytes]]] = defaultdict(lambda: ([], []))
-    for fp_id, tenant, algorithm, bits in rows:
-        ids, codes = groups[hash_namespace(tenant, algorithm)]
-        ids.append(fp_id)
-        codes.append(bits)
-    for namespace, (ids, codes) in groups.items():
-        stores.hashes.add(namespace, ids, codes)
+    def __post_init__(self) -> None:
+        if self.follower is None:
+            self.follower = IndexFollower(self.db, self.vectors, self.hashes, self.keyword)
 
 
 def build_stores(settings: Settings) -> Stores:
     """Embedded implementations under ``settings.data_dir`` (the metadata DB may be remote).
 
-    Vector and hash indexes are in-memory caches of the database: they start empty and
-    are rebuilt from it (see ``IndexSync``), so they never disagree with the truth.
+    The vector and hash indexes snapshot to ``index_dir``; the follower loads those
+    snapshots at start and replays the index log from their marks, so they never disagree
+    with the database for longer than a catch-up.
     """
     settings.ensure_dirs()
-    return Stores(
-        db=Database(settings.resolved_database_url),
-        blobs=LocalBlobStore(settings.blob_dir),
-        vectors=FaissVectorIndex(None),
-        hashes=FaissBinaryHashIndex(None),
-        keyword=SQLiteKeywordIndex(settings.index_dir / "keyword.db"),
+    db = Database(settings.resolved_database_url)
+    vectors = FaissVectorIndex(settings.index_dir / "vectors")
+    hashes = FaissBinaryHashIndex(settings.index_dir / "hashes")
+    keyword = SQLiteKeywordIndex(settings.index_dir / "keyword.db")
+    follower = IndexFollower(
+        db, vectors, hashes, keyword,
+        gap_timeout_s=settings.index_log_gap_timeout_s,
+        retention_s=settings.index_log_retention_s,
+        snapshot_entries=settings.index_snapshot_entries,
+        snapshot_interval_s=settings.index_snapshot_interval_s,
     )
+    return Stores(db=db, blobs=LocalBlobStore(settings.blob_dir), vectors=vectors,
+                  hashes=hashes, keyword=keyword, follower=follower)

@@ -1,30 +1,44 @@
 """Keeps the indexes in line with the metadata store (the source of truth).
 
-The in-memory vector and hash indexes are rebuilt from it at start; the persistent
-keyword index is pruned of documents whose segment rows are gone (a crash between an
-asset delete's commit and its index clean-up).
+:func:`rebuild_indexes` fills empty vector and hash indexes from the tables; the index
+follower runs it when no snapshot can be trusted. :func:`prune_keyword_orphans` logs the
+removal of keyword documents whose segment rows are gone (left by versions that updated
+indexes after the commit, or by a lost keyword file); the follower applies it.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 from sqlalchemy import select
 
-from kenning.stores.bundle import Stores, index_codes, index_vectors
+from kenning.stores.hashes.protocol import HashIndex
+from kenning.stores.index_log import IndexChanges, append
+from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Embedding, Fingerprint, Segment
+from kenning.stores.namespaces import hash_namespace, vector_namespace
+from kenning.stores.vectors.protocol import VectorIndex
+
+if TYPE_CHECKING:
+    from kenning.stores.bundle import Stores
 
 
-def rebuild_indexes(stores: Stores, batch: int = 5000) -> dict[str, int]:
+def rebuild_indexes(
+    db: Database, vectors: VectorIndex, hashes: HashIndex, batch: int = 5000
+) -> dict[str, int]:
     """Load every embedding and fingerprint row into the vector and hash indexes."""
     counts = {"vectors": 0, "hashes": 0}
-    with stores.db.session(write=False) as s:
+    with db.session(write=False) as s:
         last = 0
         while rows := s.execute(
             select(Embedding.id, Embedding.tenant_id, Embedding.space,
                    Embedding.segment_id, Embedding.vector)
             .where(Embedding.id > last).order_by(Embedding.id).limit(batch)
         ).all():
-            index_vectors(stores, (
+            index_vectors(vectors, (
                 (emb_id, tenant, space, segment_id is None, np.frombuffer(raw, np.float32))
                 for emb_id, tenant, space, segment_id, raw in rows
             ))
@@ -36,24 +50,56 @@ def rebuild_indexes(stores: Stores, batch: int = 5000) -> dict[str, int]:
                    Fingerprint.bits)
             .where(Fingerprint.id > last).order_by(Fingerprint.id).limit(batch)
         ).all():
-            index_codes(stores, ((i, t, a, b) for i, t, a, b in fps))
+            index_codes(hashes, ((i, t, a, b) for i, t, a, b in fps))
             counts["hashes"] += len(fps)
             last = fps[-1][0]
     return counts
 
 
-def prune_keyword_orphans(stores: Stores, batch: int = 5000) -> int:
-    """Delete keyword documents whose segment row no longer exists; return how many.
+def index_vectors(
+    vectors: VectorIndex, rows: Iterable[tuple[int, str, str, bool, np.ndarray]]
+) -> None:
+    """Add ``(embedding id, tenant, space, asset_level, vector)`` rows, one call a namespace."""
+    groups: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+    for emb_id, tenant, space, asset_level, vector in rows:
+        ids, vecs = groups[vector_namespace(tenant, space, asset_level=asset_level)]
+        ids.append(emb_id)
+        vecs.append(vector)
+    for namespace, (ids, vecs) in groups.items():
+        vectors.add(namespace, ids, np.vstack(vecs))
 
-    Documents are indexed only after their rows commit and rows are deleted before their
-    documents, so a document without a row is always garbage: no grace period needed.
+
+def index_codes(hashes: HashIndex, rows: Iterable[tuple[int, str, str, bytes]]) -> None:
+    """Add ``(fingerprint id, tenant, algorithm, bits)`` rows, one call a namespace."""
+    groups: dict[str, tuple[list[int], list[bytes]]] = defaultdict(lambda: ([], []))
+    for fp_id, tenant, algorithm, bits in rows:
+        ids, codes = groups[hash_namespace(tenant, algorithm)]
+        ids.append(fp_id)
+        codes.append(bits)
+    for namespace, (ids, codes) in groups.items():
+        hashes.add(namespace, ids, codes)
+
+
+def prune_keyword_orphans(stores: Stores, batch: int = 5000) -> int:
+    """Log the removal of keyword documents whose segment row is gone; return how many.
+
+    Candidates are found with reads; each batch that has some is checked again and logged
+    in one write transaction, so a segment id that SQLite hands out again afterwards is
+    logged as an add after this removal, never before it.
     """
     pruned, last = 0, 0
     while ids := stores.keyword.ids(last, batch):
+        last = ids[-1]
         with stores.db.session(write=False) as s:
             alive = set(s.scalars(select(Segment.id).where(Segment.id.in_(ids))))
-        dead = [i for i in ids if i not in alive]
-        if dead:
-            pruned += stores.keyword.delete(dead)
-        last = ids[-1]
+        if len(alive) == len(ids):
+            continue
+        with stores.db.session() as s:
+            candidates = [i for i in ids if i not in alive]
+            alive = set(s.scalars(select(Segment.id).where(Segment.id.in_(candidates))))
+            dead = [i for i in candidates if i not in alive]
+            append(s, IndexChanges(tenant_id="", asset_id="", removed_segments=dead))
+        pruned += len(dead)
+    if pruned:
+        stores.follower.catch_up(load=False)
     return pruned

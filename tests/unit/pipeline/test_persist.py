@@ -1,4 +1,5 @@
-"""write_rows + apply_index_work: re-running a stage replaces its rows, in every store."""
+"""write_rows: re-running a stage replaces its rows and, through the index log and the
+follower, its index entries."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from kenning.media.kinds import MediaKind
-from kenning.pipeline.persist import apply_index_work, write_rows
+from kenning.pipeline.persist import write_rows
 from kenning.pipeline.processor import (
     BaseProcessor,
     EmbeddingOut,
+    KeywordDocOut,
     Processor,
     SegmentRef,
     StageInput,
@@ -77,8 +79,8 @@ def _persist(stores: Stores, asset_id: str, proc: Processor, output: StageOutput
     with stores.db.session() as s:
         asset = s.get(Asset, asset_id)
         assert asset is not None
-        work = write_rows(s, stores, asset, proc, output)
-    apply_index_work(stores, work)
+        write_rows(s, stores, asset, proc, output)
+    stores.follower.catch_up()
 
 
 def _counts(stores: Stores, tenant_id: str) -> tuple[int, int, int]:
@@ -115,3 +117,30 @@ def test_rerunning_stages_never_leaves_stale_rows_or_vectors(stores: Stores) -> 
 
     _persist(stores, asset_id, embed, vectors)
     assert _counts(stores, tenant_id) == (n, n, n)
+
+
+def test_a_keyword_document_must_be_its_segments_text(stores: Stores) -> None:
+    """The follower indexes the segment's text, so a different text is refused up front."""
+    tenant_id, asset_id = _asset(stores)
+    chunked = ChunkText(80, 10).process_one(StageInput(
+        asset_id=asset_id, tenant_id=tenant_id, kind=MediaKind.TEXT, sha256="ab" * 32,
+        mime="text/plain", metadata={}, artifacts={"text": {"text": TEXT, "source": "body"}},
+        blob=bytes))
+    _persist(stores, asset_id, ChunkText(80, 10), chunked)
+    first = chunked.segments[0].text
+    assert first
+    good = StageOutput(keyword_docs=[KeywordDocOut(SegmentRef("text.chunk", 0), first)])
+    bad = StageOutput(keyword_docs=[KeywordDocOut(SegmentRef("text.chunk", 0), "other words")])
+    with pytest.raises(ValueError, match="segment's text"):
+        _persist(stores, asset_id, KeywordDocs(), bad)
+    _persist(stores, asset_id, KeywordDocs(), good)
+    assert [h.asset_id for h in stores.keyword.search(tenant_id, first, 5)] == [asset_id]
+
+
+class KeywordDocs(BaseProcessor):
+    name = "test.keyword"
+    requires = frozenset({"chunks"})
+    produces = frozenset({"keyword.test"})
+
+    def process_one(self, item: StageInput) -> StageOutput:
+        raise NotImplementedError("the test hands its outputs in directly")

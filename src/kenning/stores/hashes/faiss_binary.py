@@ -4,10 +4,14 @@ A flat binary index compares the query with every code using popcount (about 1M 
 codes per few tens of milliseconds), which is exact and fast enough for one machine.
 Removals and upserts tombstone a position, filtered after the range search; a namespace
 is compacted (rebuilt from its live codes) once tombstones exceed ``compact_ratio``.
+
+With a ``root`` folder, :meth:`FaissBinaryHashIndex.save` writes each changed namespace
+and then the index-log mark the snapshot includes; the snapshot is read on first use.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from kenning.stores._files import atomic_savez, namespace_file, saved_namespaces
+from kenning.stores._files import (
+    atomic_savez,
+    discard_snapshot,
+    namespace_file,
+    read_mark,
+    saved_namespaces,
+    write_mark,
+)
 from kenning.stores._positions import TombstonedRows
 from kenning.stores.hashes.protocol import HashHit
 
@@ -27,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingExtra("faiss", "index") from exc
 
 faiss: Any = _faiss  # the bundled stubs lack the numpy-taking overloads
+log = logging.getLogger(__name__)
 _FORMAT = 1
 
 
@@ -55,8 +67,8 @@ class FaissBinaryHashIndex:
     """A :class:`~kenning.stores.hashes.protocol.HashIndex` on faiss binary indexes.
 
     Args:
-        root: folder for :meth:`save` and for loading at construction; ``None`` keeps the
-            index purely in memory.
+        root: folder of the snapshot (:meth:`save`, read on first use); ``None`` keeps
+            the index purely in memory.
         compact_ratio: rebuild a namespace when tombstones exceed this share of positions.
     """
 
@@ -64,10 +76,17 @@ class FaissBinaryHashIndex:
         self.root = Path(root) if root is not None else None
         self.compact_ratio = compact_ratio
         self._lock = threading.RLock()
-        self._spaces: dict[str, _Namespace] = {}
+        self._loaded: dict[str, _Namespace] | None = {} if self.root is None else None
+        self._mark: int | None = None
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._load()
+
+    @property
+    def _spaces(self) -> dict[str, _Namespace]:
+        with self._lock:
+            if self._loaded is None:
+                self._loaded, self._mark = self._load()
+            return self._loaded
 
     def add(self, namespace: str, ids: Sequence[int], codes: Sequence[bytes]) -> None:
         """Upsert codes; a repeated id (also within one call) keeps the last code."""
@@ -124,8 +143,9 @@ class FaissBinaryHashIndex:
             space = self._spaces.get(namespace)
             return 0 if space is None else space.tombstones
 
-    def save(self) -> None:
-        """Write every changed namespace to ``root/<digest>.npz`` atomically."""
+    def save(self, mark: int | None = None) -> None:
+        """Write every changed namespace to ``root/<digest>.npz`` atomically, then ``mark``
+        (when given)."""
         if self.root is None:
             return
         with self._lock:
@@ -133,6 +153,23 @@ class FaissBinaryHashIndex:
                 if space.dirty:
                     self._write(name, space)
                     space.dirty = False
+            if mark is not None:
+                write_mark(self.root, mark)
+                self._mark = mark
+
+    def saved_mark(self) -> int | None:
+        """The index-log mark of the snapshot on disk; ``None`` without one."""
+        with self._lock:
+            if self._loaded is None:  # the mark is read with the snapshot, on first use
+                self._loaded, self._mark = self._load()
+            return self._mark
+
+    def clear(self) -> None:
+        """Forget every namespace and discard the snapshot on disk (before a rebuild)."""
+        with self._lock:
+            self._loaded, self._mark = {}, None
+            if self.root is not None:
+                discard_snapshot(self.root)
 
     def _space(self, namespace: str, nbytes: int, *, create: bool) -> _Namespace | None:
         space = self._spaces.get(namespace)
@@ -162,12 +199,21 @@ class FaissBinaryHashIndex:
         assert self.root is not None
         atomic_savez(namespace_file(self.root, namespace), arrays)
 
-    def _load(self) -> None:
+    def _load(self) -> tuple[dict[str, _Namespace], int | None]:
+        """The snapshot's namespaces and mark; nothing (and no mark) if it is unusable,
+        which makes the index follower rebuild from the database."""
         assert self.root is not None
-        for data in saved_namespaces(self.root, _FORMAT):
-            live = data["live"]
-            space = _Namespace(int(data["nbytes"]))
-            # The flat index is just the codes: reload the live ones, compacted.
-            space.append(data["ids"][live], data["codes"][live])
-            space.dirty = False
-            self._spaces[str(data["namespace"])] = space
+        spaces: dict[str, _Namespace] = {}
+        try:
+            for data in saved_namespaces(self.root, _FORMAT):
+                live = data["live"]
+                space = _Namespace(int(data["nbytes"]))
+                # The flat index is just the codes: reload the live ones, compacted.
+                space.append(data["ids"][live], data["codes"][live])
+                space.dirty = False
+                spaces[str(data["namespace"])] = space
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("hash index snapshot unusable, starting empty",
+                        extra={"root": str(self.root), "error": repr(exc)})
+            return {}, None
+        return spaces, read_mark(self.root)

@@ -2,8 +2,10 @@
 
 Documents are text units (a transcript utterance, an OCR block, a text chunk) with a
 caller-chosen integer id; ``asset_id`` ties them to their asset so that deleting an asset
-removes all of its documents. Queries are untrusted user text: implementations never
-interpret query syntax, they search for the words.
+removes all of its documents. The index follows the index log, like the vector and hash
+indexes (:meth:`KeywordIndex.apply_log`, with its own :meth:`KeywordIndex.log_mark`).
+Queries are untrusted user text: implementations never interpret query syntax, they
+search for the words.
 """
 
 from __future__ import annotations
@@ -74,5 +76,26 @@ class KeywordIndex(Protocol):
         """Up to ``limit`` document ids greater than ``after``, ascending (all tenants).
 
         Lets a collector page through the index to drop documents whose rows are gone.
+        """
+        ...
+
+    def log_mark(self) -> int:
+        """The index-log position this index includes (0 for a new index).
+
+        Kept inside the index and changed only by :meth:`apply_log`, in the same
+        transaction as the documents, so it is exact across crashes and shared by every
+        process that opens the same index.
+        """
+        ...
+
+    def apply_log(
+        self, *, delete: Sequence[int], upsert: Sequence[KeywordDoc], expect: int, mark: int
+    ) -> bool:
+        """Delete, then upsert, then move the log mark from ``expect`` to ``mark``: all in
+        one transaction, and only if the mark is still ``expect``.
+
+        Returns ``False``, changing nothing, when the mark moved meanwhile (another
+        process applied the log): the caller re-reads :meth:`log_mark` and applies only
+        what lies past it, so two followers never move the index backwards.
         """
         ...

@@ -3,7 +3,9 @@
 ``keyword_fts`` holds the text (rowid = document id) with ``tenant_id`` and ``asset_id``
 as unindexed columns; ``keyword_doc`` mirrors the ids with a (tenant, asset) index so that
 ``count`` and ``delete_asset`` do not scan the full-text table. Both change in one
-transaction.
+transaction. ``keyword_log_mark`` holds the index-log position the documents include; it
+changes in the same transaction as they do (``apply_log``), so processes sharing the file
+agree on it.
 
 User queries are never handed to ``MATCH`` as written: FTS5 query syntax (``"``, ``*``,
 ``NEAR(``, ``OR``, ``-``, ``:``, column filters) would raise or change meaning. The query
@@ -36,6 +38,10 @@ CREATE TABLE IF NOT EXISTS keyword_doc (
     asset_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keyword_doc_tenant_asset ON keyword_doc (tenant_id, asset_id);
+CREATE TABLE IF NOT EXISTS keyword_log_mark (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seq INTEGER NOT NULL
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS keyword_fts USING fts5(
     text, tenant_id UNINDEXED, asset_id UNINDEXED,
     tokenize = 'unicode61 remove_diacritics 2'
@@ -91,20 +97,9 @@ class SQLiteKeywordIndex:
 
     def upsert(self, docs: Sequence[KeywordDoc]) -> None:
         """Insert or replace documents by id, all in one transaction."""
-        rows = [(d.id, d.tenant_id, d.asset_id, _clean(d.text)) for d in docs]
         with self._lock, self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(
-                "DELETE FROM keyword_fts WHERE rowid = ?", [(r[0],) for r in rows]
-            )
-            self._conn.executemany(
-                "INSERT INTO keyword_fts (rowid, tenant_id, asset_id, text) VALUES (?, ?, ?, ?)",
-                rows,
-            )
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO keyword_doc (id, tenant_id, asset_id) VALUES (?, ?, ?)",
-                [r[:3] for r in rows],
-            )
+            self._upsert(docs)
 
     def delete_asset(self, tenant_id: str, asset_id: str) -> int:
         """Delete every document of ``asset_id`` in ``tenant_id``; return the count."""
@@ -120,13 +115,57 @@ class SQLiteKeywordIndex:
 
     def delete(self, ids: Sequence[int]) -> int:
         """Delete documents by id; return how many existed."""
-        payload = (json.dumps([int(i) for i in ids]),)
-        in_ids = "IN (SELECT value FROM json_each(?))"
         with self._lock, self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute(f"DELETE FROM keyword_fts WHERE rowid {in_ids}", payload)
-            cursor = self._conn.execute(f"DELETE FROM keyword_doc WHERE id {in_ids}", payload)
-            return cursor.rowcount
+            return self._delete(ids)
+
+    def log_mark(self) -> int:
+        """The index-log position the documents include (0 for a new index)."""
+        with self._lock:
+            return self._mark()
+
+    def apply_log(
+        self, *, delete: Sequence[int], upsert: Sequence[KeywordDoc], expect: int, mark: int
+    ) -> bool:
+        """Delete, upsert and move the mark ``expect`` -> ``mark`` in one transaction;
+        ``False`` (nothing changed) if the mark is no longer ``expect``."""
+        with self._lock, self._conn:
+            # The write lock is taken first: the mark cannot move between check and write.
+            self._conn.execute("BEGIN IMMEDIATE")
+            if self._mark() != expect:
+                return False
+            if delete:
+                self._delete(delete)
+            if upsert:
+                self._upsert(upsert)
+            if mark != expect:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO keyword_log_mark (id, seq) VALUES (0, ?)", (mark,)
+                )
+            return True
+
+    def _mark(self) -> int:
+        row = self._conn.execute("SELECT seq FROM keyword_log_mark WHERE id = 0").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _upsert(self, docs: Sequence[KeywordDoc]) -> None:
+        rows = [(d.id, d.tenant_id, d.asset_id, _clean(d.text)) for d in docs]
+        self._conn.executemany("DELETE FROM keyword_fts WHERE rowid = ?", [(r[0],) for r in rows])
+        self._conn.executemany(
+            "INSERT INTO keyword_fts (rowid, tenant_id, asset_id, text) VALUES (?, ?, ?, ?)",
+            rows,
+        )
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO keyword_doc (id, tenant_id, asset_id) VALUES (?, ?, ?)",
+            [r[:3] for r in rows],
+        )
+
+    def _delete(self, ids: Sequence[int]) -> int:
+        payload = (json.dumps([int(i) for i in ids]),)
+        in_ids = "IN (SELECT value FROM json_each(?))"
+        self._conn.execute(f"DELETE FROM keyword_fts WHERE rowid {in_ids}", payload)
+        cursor = self._conn.execute(f"DELETE FROM keyword_doc WHERE id {in_ids}", payload)
+        return cursor.rowcount
 
     def search(
         self,

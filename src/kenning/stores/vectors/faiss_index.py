@@ -9,33 +9,35 @@ Small namespaces and selective ``allowed`` filters are searched exactly (one mat
 product): that is both faster and correct there, whereas HNSW with a very selective
 filter walks a graph whose neighbours are mostly excluded and loses recall. The HNSW graph
 is only built once a namespace reaches ``exact_threshold`` live vectors.
+
+With a ``root`` folder the index is a snapshot on disk: :meth:`FaissVectorIndex.save`
+writes each changed namespace and then the index-log mark the snapshot includes
+(:mod:`~kenning.stores.vectors.faiss_namespace` has the files). The snapshot is read on
+first use, not at construction, so a process that never searches (a pipeline worker)
+never pays for it; its graphs are mapped, not read, and copied into memory in the
+background.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from kenning.stores._files import atomic_savez, namespace_file, saved_namespaces
-from kenning.stores._positions import TombstonedRows
+from kenning.stores._files import discard_snapshot, read_mark, write_mark
+from kenning.stores.vectors.faiss_namespace import (
+    Namespace,
+    faiss,
+    load_namespaces,
+    write_namespace,
+)
 from kenning.stores.vectors.protocol import VectorHit
 
-try:
-    import faiss as _faiss
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    from kenning.errors import MissingExtra
-
-    raise MissingExtra("faiss", "index") from exc
-
-# faiss's bundled stubs lack SearchParametersHNSW and the numpy-taking overloads.
-faiss: Any = _faiss
-
-_FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,41 +50,12 @@ class NamespaceStats:
     hnsw_built: bool
 
 
-class _Namespace(TombstonedRows):
-    """Tombstoned positions of vectors, plus an optional HNSW graph over the first ones."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__(dim, np.float32)
-        self.dim = dim
-        self.index: Any = None  # faiss.IndexHNSWFlat over positions [0, index.ntotal)
-
-    def restore(self, ids: np.ndarray, vectors: np.ndarray, live: np.ndarray) -> None:
-        """Reinstate a saved layout, tombstones included, so a saved graph still fits."""
-        self.rows, self.ids, self.live = vectors.copy(), ids.copy(), live.copy()
-        self.n = len(ids)
-        self.pos = {int(ids[p]): int(p) for p in np.flatnonzero(live)}
-
-    def compact(self) -> None:
-        ids, vectors = self.live_rows()
-        self.n, self.pos, self.index = 0, {}, None
-        self.append(ids, vectors)
-
-    def sync_index(self, hnsw_m: int) -> Any:
-        if self.index is None:
-            self.index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        done = int(self.index.ntotal)
-        if done < self.n:
-            self.index.add(np.ascontiguousarray(self.rows[done : self.n]))
-            self.dirty = True
-        return self.index
-
-
 class FaissVectorIndex:
     """A :class:`~kenning.stores.vectors.protocol.VectorIndex` on faiss, in memory.
 
     Args:
-        root: folder for :meth:`save` and for loading at construction; ``None`` keeps the
-            index purely in memory.
+        root: folder of the snapshot (:meth:`save`, read on first use); ``None`` keeps
+            the index purely in memory.
         dim: when given, every namespace must have this dimension; otherwise each
             namespace takes the dimension of its first :meth:`add`.
         exact_threshold: namespaces with fewer live vectors, and ``allowed`` filters
@@ -109,10 +82,19 @@ class FaissVectorIndex:
         self.ef_search = ef_search
         self.compact_ratio = compact_ratio
         self._lock = threading.RLock()
-        self._spaces: dict[str, _Namespace] = {}
+        self._loaded: dict[str, Namespace] | None = {} if self.root is None else None
+        self._mark: int | None = None
+        self._warming: threading.Thread | None = None
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._load()
+
+    @property
+    def _spaces(self) -> dict[str, Namespace]:
+        with self._lock:
+            if self._loaded is None:
+                self._load()
+            assert self._loaded is not None
+            return self._loaded
 
     def add(self, namespace: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         """Upsert vectors; a repeated id (also within one call) keeps the last vector."""
@@ -188,8 +170,8 @@ class FaissVectorIndex:
             built = space.index is not None
             return NamespaceStats(len(space.pos), space.tombstones, space.dim, built)
 
-    def save(self) -> None:
-        """Write every changed namespace to ``root/<digest>.npz`` atomically."""
+    def save(self, mark: int | None = None) -> None:
+        """Write every changed namespace atomically, then ``mark`` (when given)."""
         if self.root is None:
             return
         with self._lock:
@@ -197,27 +179,50 @@ class FaissVectorIndex:
                 if space.dirty:
                     self._write(name, space)
                     space.dirty = False
+            if mark is not None:
+                write_mark(self.root, mark)
+                self._mark = mark
 
-    def _space(self, namespace: str, dim: int, *, create: bool) -> _Namespace | None:
+    def saved_mark(self) -> int | None:
+        """The index-log mark of the snapshot on disk; ``None`` without one."""
+        with self._lock:
+            if self._loaded is None:  # the mark is read with the snapshot, on first use
+                self._load()
+            return self._mark
+
+    def settle(self, timeout_s: float | None = None) -> None:
+        """Wait for the background copy of a loaded snapshot into memory (operations,
+        tests and benchmarks: searches and adds never need to wait for it)."""
+        if self._warming is not None:
+            self._warming.join(timeout_s)
+
+    def clear(self) -> None:
+        """Forget every namespace and discard the snapshot on disk (before a rebuild)."""
+        with self._lock:
+            self._loaded, self._mark = {}, None
+            if self.root is not None:
+                discard_snapshot(self.root)
+
+    def _space(self, namespace: str, dim: int, *, create: bool) -> Namespace | None:
         if self.dim is not None and dim != self.dim:
             raise ValueError(f"expected dimension {self.dim}, got {dim}")
         space = self._spaces.get(namespace)
         if space is None:
             if create:
-                space = self._spaces[namespace] = _Namespace(dim)
+                space = self._spaces[namespace] = Namespace(dim)
             return space
         if dim != space.dim:
             raise ValueError(f"namespace {namespace!r} has dimension {space.dim}, got {dim}")
         return space
 
-    def _maybe_compact(self, space: _Namespace) -> None:
+    def _maybe_compact(self, space: Namespace) -> None:
         if space.tombstones and space.tombstones > self.compact_ratio * space.n:
             space.compact()
             if len(space.pos) >= self.exact_threshold:
                 space.sync_index(self.hnsw_m)
 
     def _hnsw(
-        self, space: _Namespace, query: np.ndarray, k: int, positions: np.ndarray | None
+        self, space: Namespace, query: np.ndarray, k: int, positions: np.ndarray | None
     ) -> list[VectorHit]:
         index = space.sync_index(self.hnsw_m)
         if positions is not None:
@@ -242,35 +247,34 @@ class FaissVectorIndex:
         keep = labels[0] >= 0
         return _ranked(space.ids[labels[0][keep]], scores[0][keep], k)
 
-    def _write(self, namespace: str, space: _Namespace) -> None:
-        index = (
-            faiss.serialize_index(space.index)
-            if space.index is not None
-            else np.empty(0, dtype=np.uint8)
-        )
-        arrays = {
-            "format": np.asarray(_FORMAT),
-            "namespace": np.asarray(namespace),
-            "dim": np.asarray(space.dim),
-            "vectors": space.rows[: space.n],
-            "ids": space.ids[: space.n],
-            "live": space.live[: space.n],
-            "index": index,
-        }
+    def _write(self, namespace: str, space: Namespace) -> None:
         assert self.root is not None
-        atomic_savez(namespace_file(self.root, namespace), arrays)
+        write_namespace(self.root, namespace, space)
 
     def _load(self) -> None:
+        """Read the snapshot (mapping its graphs), then copy the mapped namespaces into
+        memory on a background thread: the first add after a start would otherwise read
+        a graph (gigabytes at a million vectors) while it holds the lock searches need."""
         assert self.root is not None
-        for data in saved_namespaces(self.root, _FORMAT):
-            space = _Namespace(int(data["dim"]))
-            space.restore(data["ids"], data["vectors"], data["live"])
-            if data["index"].size:
-                space.index = faiss.deserialize_index(data["index"])
-                if space.index.ntotal > space.n:  # inconsistent: rebuild lazily
-                    space.index = None
-            space.dirty = False
-            self._spaces[str(data["namespace"])] = space
+        spaces = load_namespaces(self.root)
+        self._loaded, self._mark = spaces or {}, None if spaces is None else read_mark(self.root)
+        if any(space.mapped for space in self._loaded.values()):
+            self._warming = threading.Thread(target=self._warm, args=(self._loaded,),
+                                             name="vector-index-warm", daemon=True)
+            self._warming.start()
+
+    def _warm(self, spaces: dict[str, Namespace]) -> None:
+        for name, space in list(spaces.items()):
+            try:
+                warm = space.warm_copy()
+            except (OSError, RuntimeError) as exc:  # its first add copies it instead
+                log.info("vector namespace stays mapped", extra={"error": repr(exc)})
+                continue
+            if warm is None:
+                continue
+            with self._lock:
+                if self._loaded is spaces and spaces.get(name) is space:
+                    space.adopt(warm)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -285,7 +289,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(matrix)
 
 
-def _exact(space: _Namespace, positions: np.ndarray, query: np.ndarray, k: int) -> list[VectorHit]:
+def _exact(space: Namespace, positions: np.ndarray, query: np.ndarray, k: int) -> list[VectorHit]:
     scores = space.rows[positions] @ query
     return _ranked(space.ids[positions], scores, k)
 

@@ -108,3 +108,66 @@ def test_fixed_dimension_and_bad_input() -> None:
     hits = index.search(NS, np.ones(DIM, dtype=np.float32), 2)
     assert [(h.id, round(h.score, 5)) for h in hits] == [(2, 1.0), (1, 0.0)]
     assert index.search("other", np.ones(DIM, dtype=np.float32), 2) == []
+
+
+def test_the_graph_is_saved_once_and_loaded_not_rebuilt(tmp_path: Path, data: np.ndarray) -> None:
+    index = FaissVectorIndex(tmp_path, exact_threshold=1000)
+    index.add(NS, list(range(2000)), data[:2000])
+    index.save(mark=5)
+    (graph,) = tmp_path.glob("*.faiss")
+    written = graph.stat().st_mtime_ns
+    index.remove(NS, [3])  # a tombstone only: the graph does not change
+    index.save(mark=6)
+    assert [p.stat().st_mtime_ns for p in tmp_path.glob("*.faiss")] == [written]
+    index.add(NS, [2000], data[2000:2001])  # the graph grows: a new file replaces it
+    index.save(mark=7)
+    (grown,) = tmp_path.glob("*.faiss")
+    assert grown.name != graph.name
+    reloaded = FaissVectorIndex(tmp_path, exact_threshold=1000)
+    stats = reloaded.stats(NS)
+    assert stats is not None and stats.hnsw_built and stats.live == 2000
+    assert reloaded.saved_mark() == 7
+    for row in (5, 2000):
+        assert reloaded.search(NS, data[row], 3) == index.search(NS, data[row], 3)
+
+
+def test_a_damaged_snapshot_reads_as_none_so_the_follower_rebuilds(
+    tmp_path: Path, data: np.ndarray
+) -> None:
+    index = FaissVectorIndex(tmp_path, exact_threshold=1000)
+    index.add(NS, list(range(1500)), data[:1500])
+    index.save(mark=9)
+    for graph in tmp_path.glob("*.faiss"):
+        graph.write_bytes(b"not a faiss index")
+    reopened = FaissVectorIndex(tmp_path)  # reads nothing until first used
+    assert reopened.saved_mark() is None
+    assert reopened.count(NS) == 0
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["copied-in-background", "first-add"])
+def test_a_loaded_graph_is_mapped_and_copied_before_it_changes(
+    tmp_path: Path, data: np.ndarray, monkeypatch: pytest.MonkeyPatch, warm: bool
+) -> None:
+    """faiss aborts the process when adding to a mapped index: a background copy, or
+    else the first add, brings it into memory first."""
+    index = FaissVectorIndex(tmp_path, exact_threshold=1000, compact_ratio=0.3)
+    index.add(NS, list(range(2000)), data[:2000])
+    index.save(mark=1)
+    if not warm:
+        monkeypatch.setattr(FaissVectorIndex, "_warm", lambda self, spaces: None)
+    reloaded = FaissVectorIndex(tmp_path, exact_threshold=1000, compact_ratio=0.3)
+    assert reloaded.search(NS, data[10], 1)[0].id == 10  # searched in place, or copied
+    reloaded.settle(timeout_s=30)
+    assert (reloaded._spaces[NS].mapped is None) == warm  # in memory before any add
+    reloaded.add(NS, list(range(2000, 2400)), data[2000:2400])
+    reloaded.add(NS, [5], data[2450:2451])  # an upsert tombstones the mapped row
+    assert [h.id for h in reloaded.search(NS, data[2450], 1)] == [5]
+    assert [h.id for h in reloaded.search(NS, data[2300], 1)] == [2300]
+    reloaded.remove(NS, list(range(100, 900)))  # past compact_ratio: rebuilt in memory
+    stats = reloaded.stats(NS)
+    assert stats is not None and stats.tombstones == 0 and stats.live == 1600
+    reloaded.save(mark=2)
+    again = FaissVectorIndex(tmp_path, exact_threshold=1000)
+    assert again.count(NS) == 1600 and again.saved_mark() == 2
+    assert len(list(tmp_path.glob("*.faiss"))) == 1
+    assert [h.id for h in again.search(NS, data[2300], 1)] == [2300]
