@@ -73,7 +73,7 @@ class Kenning:
         self.webhooks = WebhookService(self.stores.db, self.settings)
         self.runner = StepRunner(
             self.stores, self.registry, self.settings,
-            ring=self.dispatcher.ring, notify=self.dispatcher.webhooks,
+            ring=self.dispatcher.ring, notify=self.dispatcher.webhooks, settle_behind=True,
         )
         declare_actors(
             self.broker, run_step=self.runner.run_step, deliver_webhook=self.webhooks.deliver,
@@ -188,6 +188,7 @@ class Kenning:
         if self._worker is not None:
             self._worker.stop(timeout=10_000)
             self._worker = None
+            self.runner.close()
             log.info("workers stopped", extra={
                 "deliveries": self.runner.deliveries, "noop_deliveries": self.runner.noops,
                 "doorbells_rung": self.dispatcher.rung})

@@ -165,13 +165,15 @@ def ingest_items(
     """Send items in batches (POST /v1/assets/batch), ``parallel`` batches at a time, with
     a progress bar; counts new, duplicate, rejected.
 
-    ``batch_size`` defaults to ``max_batch_items`` of the client's settings; a batch's
+    ``batch_size`` defaults to ``step_batch_items`` (at most ``max_batch_items``); a batch's
     files together stay within their ``max_upload_bytes`` (see :func:`plan_batches`).
     """
     counts = {"new": 0, "duplicate": 0, "rejected": 0}
     meta = json.loads(metadata) if metadata else None
     settings = client.settings
-    batches = plan_batches(items, size=batch_size or settings.max_batch_items,
+    # Batches of a step's size: the pipeline starts on the first while the next uploads.
+    size = batch_size or min(settings.max_batch_items, settings.step_batch_items)
+    batches = plan_batches(items, size=size,
                            budget_bytes=settings.max_upload_bytes, metadata=meta)
 
     def send(batch: list[str | Path]) -> list[tuple[str | Path, dict[str, Any] | ApiError]]:
@@ -214,7 +216,8 @@ def ingest(
     metadata: Annotated[str | None, typer.Option(help="JSON metadata for every item.")] = None,
     parallel: Annotated[int, typer.Option(min=1, help="Concurrent batch uploads.")] = 4,
     batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Items per batch request (default: KENNING_MAX_BATCH_ITEMS).")] = None,
+        min=1, help="Items per batch request (default: KENNING_STEP_BATCH_ITEMS, at most "
+        "KENNING_MAX_BATCH_ITEMS).")] = None,
 ) -> None:
     """Send files, folders and URLs to the server in batches, with a progress bar."""
     if metadata is not None:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -98,6 +100,7 @@ class StepRunner:
         *,
         ring: Ring,
         notify: Notify,
+        settle_behind: bool = False,
     ) -> None:
         self.stores = stores
         self.registry = registry
@@ -106,6 +109,11 @@ class StepRunner:
         self._notify = notify  # webhook deliveries created by finished jobs
         self.deliveries = 0
         self.noops = 0
+        # Settling a model step's batch behind the next one: see execute().
+        self._settler = (ThreadPoolExecutor(2, thread_name_prefix="settle")
+                         if settle_behind else None)
+        self._settling: dict[str, Future[None]] = {}
+        self._settling_lock = threading.Lock()
 
     def _members(self, step: str) -> list[Processor]:
         names = step.split(":", 1)[-1].split("+")
@@ -151,6 +159,14 @@ class StepRunner:
         return len(claimed)
 
     def execute(self, step: str, claimed: Sequence[ClaimedRun]) -> None:
+        """Load, process and settle one claimed batch.
+
+        With ``settle_behind``, a step whose processors gain from batches (a model)
+        hands its settle to a background thread and returns, so the doorbell is
+        acknowledged and the next batch reaches the model while this one is written: the
+        model does not wait on the database. At most one settle per step is behind; a
+        crash meanwhile leaves the runs leased to a dead worker, which are claimed again.
+        """
         items = self._load(claimed)
         try:
             self._process(items)
@@ -160,7 +176,27 @@ class StepRunner:
             for item in items:
                 for name in item.runs:
                     item.outcomes.setdefault(name, _Outcome(error=exc))
-        self._settle(step, claimed, items)
+        if self._settler is None or not any(p.batched for p in self._members(step)):
+            self._settle(step, claimed, items)
+            return
+        with self._settling_lock:
+            previous = self._settling.get(step)
+        if previous is not None:
+            previous.result()
+        future = self._settler.submit(self._settle_logged, step, claimed, items)
+        with self._settling_lock:
+            self._settling[step] = future
+
+    def _settle_logged(self, step: str, claimed: Sequence[ClaimedRun], items: list[_Item]) -> None:
+        try:
+            self._settle(step, claimed, items)
+        except Exception:  # the runs stay leased; the reconciler takes them back
+            log.exception("settling a batch failed", extra={"step": step})
+
+    def close(self) -> None:
+        """Wait for settles still behind (a stopping worker finishes what it ran)."""
+        if self._settler is not None:
+            self._settler.shutdown(wait=True)
 
     # --- inputs --------------------------------------------------------------------------
     def _load(self, claimed: Sequence[ClaimedRun]) -> list[_Item]:
