@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from kenning.stores.snapshots import Snapshotted
+
 
 @dataclass(frozen=True)
 class HashHit:
@@ -22,7 +24,7 @@ class HashHit:
 
 
 @runtime_checkable
-class HashIndex(Protocol):
+class HashIndex(Snapshotted, Protocol):
     """Range search over fixed-length binary codes within namespaces."""
 
     def add(self, namespace: str, ids: Sequence[int], codes: Sequence[bytes]) -> None:
@@ -48,25 +50,4 @@ class HashIndex(Protocol):
 
     def count(self, namespace: str) -> int:
         """Number of live codes in the namespace (0 if unknown)."""
-        ...
-
-    def save(self, mark: int | None = None) -> None:
-        """Persist pending changes durably (a no-op for stores that write through).
-
-        ``mark``, when given, is recorded with them: the index-log position that what is
-        saved includes (see :mod:`kenning.stores.index_log`). It is never recorded ahead
-        of the data, so a crash can only leave a mark older than the saved state.
-        """
-        ...
-
-    def saved_mark(self) -> int | None:
-        """The mark recorded by the last ``save(mark)``, also by an earlier process.
-
-        ``None`` when nothing was saved with a mark (or nothing is persistent): the index
-        follower then rebuilds the index from the database.
-        """
-        ...
-
-    def clear(self) -> None:
-        """Remove every code of every namespace and any saved state (before a rebuild)."""
         ...

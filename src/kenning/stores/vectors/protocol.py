@@ -13,6 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from kenning.stores.snapshots import Snapshotted
+
 
 @dataclass(frozen=True)
 class VectorHit:
@@ -23,7 +25,7 @@ class VectorHit:
 
 
 @runtime_checkable
-class VectorIndex(Protocol):
+class VectorIndex(Snapshotted, Protocol):
     """Approximate nearest-neighbour search over L2-normalised float32 vectors."""
 
     def add(self, namespace: str, ids: Sequence[int], vectors: np.ndarray) -> None:
@@ -56,25 +58,4 @@ class VectorIndex(Protocol):
 
     def count(self, namespace: str) -> int:
         """Number of live vectors in the namespace (0 if unknown)."""
-        ...
-
-    def save(self, mark: int | None = None) -> None:
-        """Persist pending changes durably (a no-op for stores that write through).
-
-        ``mark``, when given, is recorded with them: the index-log position that what is
-        saved includes (see :mod:`kenning.stores.index_log`). It is never recorded ahead
-        of the data, so a crash can only leave a mark older than the saved state.
-        """
-        ...
-
-    def saved_mark(self) -> int | None:
-        """The mark recorded by the last ``save(mark)``, also by an earlier process.
-
-        ``None`` when nothing was saved with a mark (or nothing is persistent): the index
-        follower then rebuilds the index from the database.
-        """
-        ...
-
-    def clear(self) -> None:
-        """Remove every vector of every namespace and any saved state (before a rebuild)."""
         ...
