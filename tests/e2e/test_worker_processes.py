@@ -160,10 +160,23 @@ def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(tmp_path: Path)
         health = httpx.get(f"{url}/readyz").json()
         assert health["checks"]["workers"] == "ok"  # the supervisor restarted it
         assert assets_held >= 2
-    finally:
+        with database.session(write=False) as s:
+            workers = {int(str(w).rsplit(":", 1)[1])
+                       for w in s.scalars(select(StageRun.worker).distinct())}
+        # SIGTERM to the server stops every process it started before it exits.
         server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        assert server.wait(timeout=60) is not None
+        for worker_pid in workers - {server.pid}:
+            try:
+                os.kill(worker_pid, 0)
+            except ProcessLookupError:
+                continue
+            raise AssertionError(f"worker {worker_pid} outlived its server")
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
         database.dispose()
