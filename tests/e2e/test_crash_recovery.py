@@ -3,11 +3,7 @@ every accepted asset completes, none twice."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,24 +17,9 @@ from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, Segment, StageRun
 from tests.fixtures import media
+from tests.fixtures.servers import free_port, serve
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KENNING_LOG_JSON": "true", "KENNING_RECONCILE_INTERVAL_S": "1"}
-    log = (data_dir / "server.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "kenning.cli.main", "serve", "--data-dir", str(data_dir),
-         "--port", str(port), "--workers", "2"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
 
 
 def _files(tmp: Path) -> list[Path]:
@@ -67,9 +48,9 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     files = _files(tmp_path)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _serve(data_dir, port)
+    server = serve(data_dir, port)
     try:
         wait_ready(url, alive=lambda: server.poll() is None)
         key = (data_dir / "bootstrap_api_key").read_text().strip()
@@ -112,7 +93,7 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
         LocalBlobStore(data_dir / "blobs").put(b"bytes whose ingest never committed")
         (data_dir / "blobs" / ".tmp" / "put-killed").write_bytes(b"half a file")
 
-        server = _serve(data_dir, port)
+        server = serve(data_dir, port)
         wait_ready(url, alive=lambda: server.poll() is None)
         # The client re-sends everything: what was accepted comes back as a duplicate.
         for path in files:

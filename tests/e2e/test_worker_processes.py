@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,25 +26,9 @@ from kenning.stores.metadata.tables import (
     StageRun,
 )
 from tests.fixtures import media
+from tests.fixtures.servers import free_port, serve
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KENNING_LOG_JSON": "true", "KENNING_RECONCILE_INTERVAL_S": "1",
-           "KENNING_STEP_BATCH_ITEMS": "16"}
-    log = (data_dir / "server.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "kenning.cli.main", "serve", "--data-dir", str(data_dir),
-         "--port", str(port), "--workers", "2", "--worker-processes", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
 
 
 def _batch_holder(database: Database, server_pid: int) -> tuple[int, int] | None:
@@ -74,9 +56,10 @@ def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(tmp_path: Path)
             articles.append(article)
         if len(articles) == 96:
             break
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _serve(data_dir, port)
+    server = serve(data_dir, port, "--worker-processes", "1",
+                   env={"KENNING_STEP_BATCH_ITEMS": "16"})
     database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
     try:
         wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)

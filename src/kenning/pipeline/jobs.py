@@ -7,7 +7,6 @@ will be on the broker) -> ``running`` (leased) -> ``succeeded`` | ``failed`` |
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import select, update
@@ -94,13 +93,6 @@ def skip_stages(s: Session, job_id: str, names: Iterable[str]) -> int:
         .execution_options(synchronize_session="evaluate")
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def backoff_s(attempt: int, min_ms: int, max_ms: int) -> float:
-    """Delay before retry ``attempt`` (1 = first retry): exponential, capped, with jitter
-    (between half and all of the exponential value, so retries of a batch spread out)."""
-    base = min(max_ms, min_ms * 2 ** max(attempt - 1, 0)) / 1000
-    return float(base * random.uniform(0.5, 1.0))
 
 
 def job_runs(s: Session, job_id: str) -> list[StageRun]:

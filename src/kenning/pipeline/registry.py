@@ -33,6 +33,8 @@ class ProcessorRegistry:
                 raise ValueError(f"processor {proc.name!r} registered twice")
             self._by_name[proc.name] = proc
         self._plans = {kind: plan(kind, self._by_name.values()) for kind in MediaKind}
+        self._depends = {kind: {st.name: st.depends_on for st in stages}
+                         for kind, stages in self._plans.items()}
 
     @classmethod
     def from_entry_points(cls, resources: Any) -> ProcessorRegistry:
@@ -50,6 +52,10 @@ class ProcessorRegistry:
 
     def plan(self, kind: MediaKind) -> list[PlannedStage]:
         return self._plans[kind]
+
+    def depends_on(self, kind: MediaKind, name: str) -> tuple[str, ...]:
+        """The stages ``name`` waits on for ``kind`` (none if it takes no part)."""
+        return self._depends[kind].get(name, ())
 
     def queues(self) -> set[str]:
         return {p.queue for p in self._by_name.values()}

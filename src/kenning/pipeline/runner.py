@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from dramatiq.common import compute_backoff
 from sqlalchemy import select, tuple_
 
 from kenning.media.kinds import MediaKind
@@ -259,15 +260,10 @@ class StepRunner:
 
     def _run_processor(self, proc: Processor, group: list[_Item]) -> None:
         batch: list[tuple[_Item, StageInput, str]] = []
-        plan_deps: dict[str, dict[str, tuple[str, ...]]] = {}
         for item in group:
             if proc.name not in item.runs:
                 continue
-            if not plan_deps.get(item.asset.kind):
-                plan_deps[item.asset.kind] = {
-                    st.name: st.depends_on for st in self.registry.plan(MediaKind(item.asset.kind))
-                }
-            deps = plan_deps[item.asset.kind].get(proc.name, ())
+            deps = self.registry.depends_on(MediaKind(item.asset.kind), proc.name)
             if not all(d in item.done_before or (
                     d in item.outcomes and item.outcomes[d].output is not None) for d in deps):
                 item.outcomes[proc.name] = _Outcome(blocked=True)
@@ -440,8 +436,10 @@ class StepRunner:
                         load[run.tenant_id] -= 1
                         failed_for_good[run.job_id].append(run.processor)
                     else:
-                        delay = jobs.backoff_s(run.attempts, self.settings.retry_min_backoff_ms,
-                                               self.settings.retry_max_backoff_ms)
+                        # Exponential from the minimum, with jitter, capped (dramatiq's own).
+                        delay = compute_backoff(
+                            run.attempts - 1, factor=self.settings.retry_min_backoff_ms,
+                            max_backoff=self.settings.retry_max_backoff_ms)[1] / 1000
                         run.state, run.enqueued_at = "queued", now
                         run.not_before = now + timedelta(seconds=delay)
                         retry_after.append(delay)
