@@ -64,7 +64,7 @@ from kenning.inference.embedding import UseMultilingualBackend
 from kenning.media.kinds import MediaKind
 from kenning.settings import Settings
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Asset, Embedding, Segment
+from kenning.stores.metadata.tables import Asset, Embedding, Segment, utcnow
 
 TARGETS = {"P=1 HTTP": 0.8, "P=1 CLI": 0.8, "default HTTP": 1.0}
 
@@ -120,7 +120,7 @@ def text_steps(settings: Settings) -> set[str]:
 
 
 def run_side(side: str, texts: list[NewsArticle], chunks: int, batch: int,
-             steps: set[str], profile: bool) -> Run:
+             steps: set[str], profile: bool, timeline: bool = False) -> Run:
     serve_args = [] if side == "default HTTP" else ["--worker-processes", "1"]
     with tempfile.TemporaryDirectory(prefix="kenning-bench-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -141,7 +141,7 @@ def run_side(side: str, texts: list[NewsArticle], chunks: int, batch: int,
                 for article in texts:
                     (folder / f"{article.id}.txt").write_text(article.text, encoding="utf-8")
             cpu0 = server.cpu()
-            started = time.perf_counter()
+            started, t0 = time.perf_counter(), utcnow()
             if side == "P=1 CLI":
                 done = subprocess.run(
                     [*kenning_command(), "ingest", str(folder), "--api-url", server.url,
@@ -168,8 +168,11 @@ def run_side(side: str, texts: list[NewsArticle], chunks: int, batch: int,
             verify(server.db, ids, chunks)
             lines = []
             if profile:
-                for name, prof in sorted(step_profiles(server.db, ids).items()):
+                for name, prof in sorted(step_profiles(server.db, ids, t0).items()):
                     lines.append(prof.line(name))
+                    if timeline:
+                        lines.append("    batches (claim, settle, runs): " + ", ".join(
+                            f"{a:.2f}-{b:.2f}:{n}" for a, b, n in prof.timeline))
         finally:
             log = server.stop()
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
@@ -188,6 +191,8 @@ def main() -> None:
                         help="end-to-end sides to run (default: all)")
     parser.add_argument("--profile", action="store_true",
                         help="print per-step timings from stage_run after each e2e run")
+    parser.add_argument("--timeline", action="store_true",
+                        help="with --profile: each batch's claim and settle times")
     parser.add_argument("--quick", action="store_true",
                         help="a small run: 60 articles, 1 round")
     args = parser.parse_args()
@@ -213,7 +218,7 @@ def main() -> None:
     for key in args.sides:
         name = SIDES[key]
         sides.append((name, lambda name=name: run_side(  # type: ignore[misc]
-            name, texts, len(chunks), args.batch, steps, args.profile)))
+            name, texts, len(chunks), args.batch, steps, args.profile, args.timeline)))
 
     runs: dict[str, list[Run]] = {name: [] for name, _ in sides}
     for round_no in range(1, args.rounds + 1):

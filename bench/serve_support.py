@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,11 @@ class StepProfile:
     """Sum of ``duration_ms`` per processor (the processor's own time)."""
     by_worker: dict[int, int] = field(default_factory=dict)
     """Assets per worker process (pid)."""
+    first_s: float | None = None
+    """First claim, seconds after the bench's clock started (when it passed ``t0``)."""
+    timeline: list[tuple[float, float, int]] = field(default_factory=list)
+    """Per batch (when ``t0`` was passed): claim and settle, seconds after ``t0``, and
+    the runs it held."""
 
     def line(self, name: str) -> str:
         procs = ", ".join(f"{p} {ms / 1000:.2f}" for p, ms in self.processor_ms.items())
@@ -265,12 +271,16 @@ class StepProfile:
         split = "/".join(str(n) for n in sorted(self.by_worker.values(), reverse=True))
         return (f"  {name:<58} runs {self.runs:5d}  batches {self.batches:4d} "
                 f"(~{mean:4.1f} runs)  assets per process {split}  claim->settle "
-                f"{self.busy_s:6.2f} s  span {self.span_s:6.2f} s  processors s: {procs}")
+                f"{self.busy_s:6.2f} s  span {self.span_s:6.2f} s"
+                + (f" from +{self.first_s:.2f} s" if self.first_s is not None else "")
+                + f"  processors s: {procs}")
 
 
-def step_profiles(db: Database, asset_ids: Sequence[str]) -> dict[str, StepProfile]:
+def step_profiles(db: Database, asset_ids: Sequence[str],
+                  t0: datetime | None = None) -> dict[str, StepProfile]:
     """Per step, from ``stage_run`` rows of these assets: batches are the runs one
-    worker claimed at one instant."""
+    worker claimed at one instant. ``t0``: when the clock started (aware UTC, like the
+    database's timestamps), for each step's first claim."""
     rows: list[tuple[str, str, str, Any, Any, float | None]] = []
     with db.session(write=False) as s:
         for chunk in range(0, len(asset_ids), 500):
@@ -281,6 +291,7 @@ def step_profiles(db: Database, asset_ids: Sequence[str]) -> dict[str, StepProfi
             ).all()  # type: ignore[arg-type]
     out: dict[str, StepProfile] = {}
     batches: dict[str, dict[tuple[str, Any], Any]] = defaultdict(dict)
+    sizes: dict[str, dict[tuple[str, Any], int]] = defaultdict(dict)
     bounds: dict[str, list[Any]] = {}
     for step, proc, worker, started, finished, ms in rows:
         prof = out.setdefault(step, StepProfile())
@@ -293,6 +304,7 @@ def step_profiles(db: Database, asset_ids: Sequence[str]) -> dict[str, StepProfi
             prof.by_worker[pid] = prof.by_worker.get(pid, 0) + 1
         key = (worker, started)
         batches[step][key] = max(batches[step].get(key, finished), finished)
+        sizes[step][key] = sizes[step].get(key, 0) + 1
         lo_hi = bounds.setdefault(step, [started, finished])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], started), max(lo_hi[1], finished)
     for step, prof in out.items():
@@ -301,6 +313,12 @@ def step_profiles(db: Database, asset_ids: Sequence[str]) -> dict[str, StepProfi
                           for (_, start), end in batches[step].items())
         if step in bounds:
             prof.span_s = (bounds[step][1] - bounds[step][0]).total_seconds()
+            if t0 is not None:
+                prof.first_s = (bounds[step][0] - t0).total_seconds()
+                prof.timeline = sorted(
+                    ((start - t0).total_seconds(), (end - t0).total_seconds(),
+                     sizes[step][(worker, start)])
+                    for (worker, start), end in batches[step].items())
     return out
 
 

@@ -142,13 +142,14 @@ MULTIPART_FIELD_BYTES = 1024 * 1024
 
 def plan_batches(
     items: Iterable[str | Path], *, size: int, budget_bytes: int,
-    metadata: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None, first: int | None = None,
 ) -> list[list[str | Path]]:
     """Group items for POST /v1/assets/batch: files with files, URLs with URLs.
 
     A batch of files holds at most ``size`` files and, with its ``items`` field, about
     ``budget_bytes`` (the server's upload limit bounds a whole multipart body); a file
     larger than that goes alone, so only it is refused. URLs go ``size`` at a time.
+    ``first``: the first batch of files holds at most that many.
     """
     entry = len(json.dumps({"metadata": metadata})) + 2 if metadata else 0
     if entry:
@@ -168,7 +169,8 @@ def plan_batches(
             weight = item.stat().st_size + entry
         except OSError:
             weight = entry  # unreadable: the batch call reports it
-        if files and (len(files) == size or used + weight > budget_bytes):
+        limit = size if batches or first is None else min(size, max(1, first))
+        if files and (len(files) >= limit or used + weight > budget_bytes):
             batches.append(files)
             files, used = [], 0
         files.append(item)

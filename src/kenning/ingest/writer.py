@@ -21,7 +21,7 @@ from kenning.principal import Principal
 from kenning.stores.blobs import lifetime
 from kenning.stores.bundle import Stores
 from kenning.stores.metadata.audit import record
-from kenning.stores.metadata.tables import Asset, Job, StageRun
+from kenning.stores.metadata.tables import Asset, Job, StageRun, new_id
 
 log = logging.getLogger(__name__)
 
@@ -92,26 +92,25 @@ class BatchWriter:
             find_assets(s, tenant, {a.sha for a in accepted}))
         ready: list[StageRun] = []
         created = 0
-        for staged in accepted:
-            if staged.sha in results:
-                continue  # committed meanwhile: a duplicate after all
+        # Bytes committed meanwhile are duplicates after all.
+        new = [staged for staged in accepted if staged.sha not in results]
+        # hold() pins the bytes under the blob's row lock, so a concurrent delete of the
+        # same bytes in any tenant cannot collect them from under these assets.
+        lifetime.hold_many(s, self.stores.blobs, [(st.sha, st.item.data) for st in new])
+        for staged in new:
             item, checked = staged.item, staged.checked
             assert checked is not None, "only validated items are written"
-            # hold() pins the bytes under the blob's row lock, so a concurrent delete of
-            # the same bytes in any tenant cannot collect them from under this asset.
-            lifetime.hold(s, self.stores.blobs, staged.sha, item.data)
             meta = dict(staged.meta)
             if checked.width is not None:
                 meta.update(width=checked.width, height=checked.height)
             asset = Asset(
-                tenant_id=tenant, kind=checked.kind.value, sha256=staged.sha,
+                id=new_id(), tenant_id=tenant, kind=checked.kind.value, sha256=staged.sha,
                 mime=checked.mime, bytes=len(item.data), source=item.source,
                 source_url=item.source_url, filename=item.req.filename,
                 external_id=item.req.external_id, title=item.req.title, meta=meta,
                 status="queued", callback_url=item.req.callback_url,
             )
             s.add(asset)
-            s.flush()
             plan = self.registry.plan(checked.kind)
             job, first = jobs.create_job(s, asset, plan)
             created += len(plan)
@@ -121,6 +120,7 @@ class BatchWriter:
                           "source": item.source, "job_id": job.id})
             results[staged.sha] = IngestResult(asset.id, job.id, asset.status)
             ready.extend(first)
+        s.flush()  # one flush writes the batch: assets, jobs, runs, audit events
         # Backpressure reads this counter; the pipeline takes finished runs off it.
         jobs.adjust_load(s, {tenant: created})
         return results, ready

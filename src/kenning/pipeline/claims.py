@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from kenning.hosts import worker_id
@@ -55,12 +55,19 @@ def claim_batch(
     lease: timedelta,
     max_items: int,
     max_bytes: int,
+    answers_bell: bool = True,
 ) -> list[ClaimedRun]:
-    """Claim queued runs of ``step`` for up to ``max_items`` assets (see module doc)."""
-    s.execute(
-        update(StepBell).where(StepBell.step == step).values(rung=False)
-        .execution_options(synchronize_session=False)
-    )
+    """Claim queued runs of ``step`` for up to ``max_items`` assets (see module doc).
+
+    ``answers_bell=False``: a claim that no doorbell message asked for (a worker claiming
+    its next batch ahead) leaves the step's doorbell as it is, so a message still waiting
+    for it is not duplicated by the next ring.
+    """
+    if answers_bell:
+        s.execute(
+            update(StepBell).where(StepBell.step == step).values(rung=False)
+            .execution_options(synchronize_session=False)
+        )
     candidates = (
         select(StageRun.job_id, StageRun.tenant_id, Asset.bytes)
         .join(Asset, Asset.id == StageRun.asset_id)
@@ -104,3 +111,19 @@ def claim_batch(
         .execution_options(synchronize_session=False)
     ).all()
     return [ClaimedRun(*row) for row in rows]
+
+
+def give_back(s: Session, claimed: list[ClaimedRun]) -> int:
+    """Put claimed runs that were never started back to ``queued`` in their place, their
+    attempt not counted; fenced on the attempt each claim holds. Returns how many."""
+    if not claimed:
+        return 0
+    held = [(c.id, c.attempt) for c in claimed]
+    result = s.execute(
+        update(StageRun)
+        .where(tuple_(StageRun.id, StageRun.attempts).in_(held), StageRun.state == "running")
+        .values(state="queued", attempts=StageRun.attempts - 1, lease_until=None,
+                started_at=None, worker=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

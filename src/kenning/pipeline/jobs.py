@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kenning.pipeline.dag import PlannedStage
-from kenning.stores.metadata.database import insert_ignore
+from kenning.stores.metadata.database import upsert_add
 from kenning.stores.metadata.tables import (
     Asset,
     Job,
@@ -21,6 +21,7 @@ from kenning.stores.metadata.tables import (
     Tenant,
     TenantLoad,
     WebhookDelivery,
+    new_id,
     utcnow,
 )
 
@@ -33,16 +34,10 @@ def adjust_load(s: Session, deltas: Mapping[str, int]) -> None:
     Whoever moves a run into or out of ``pending``/``queued``/``running`` calls this in
     the same transaction, so backpressure reads one row instead of counting runs.
     """
-    for tenant_id, delta in deltas.items():
-        if not delta:
-            continue
-        insert_ignore(s, TenantLoad, [{"tenant_id": tenant_id, "unfinished_stages": 0}])
-        s.execute(
-            update(TenantLoad)
-            .where(TenantLoad.tenant_id == tenant_id)
-            .values(unfinished_stages=TenantLoad.unfinished_stages + delta)
-            .execution_options(synchronize_session=False)
-        )
+    upsert_add(s, TenantLoad, "tenant_id", "unfinished_stages", [
+        {"tenant_id": tenant_id, "unfinished_stages": delta}
+        for tenant_id, delta in sorted(deltas.items()) if delta
+    ])
 
 
 def lock_job(s: Session, job_id: str) -> Job | None:
@@ -53,10 +48,14 @@ def lock_job(s: Session, job_id: str) -> Job | None:
 def create_job(
     s: Session, asset: Asset, plan: Iterable[PlannedStage], *, kind: str = "ingest"
 ) -> tuple[Job, list[StageRun]]:
-    """A job with one stage run per planned stage; returns the runs ready to enqueue."""
-    job = Job(tenant_id=asset.tenant_id, asset_id=asset.id, kind=kind, state="queued")
+    """A job with one stage run per planned stage; returns the runs ready to enqueue.
+
+    Added to the session, not flushed: a batch of assets is written by one flush
+    (``asset.id`` must be set; ids are given here, not by the database)."""
+    assert asset.id, "the asset's id is set before its job is created"
+    job = Job(id=new_id(), tenant_id=asset.tenant_id, asset_id=asset.id, kind=kind,
+              state="queued")
     s.add(job)
-    s.flush()
     ready = []
     now = utcnow()
     plan = list(plan)
@@ -76,7 +75,6 @@ def create_job(
         if starts:
             queued.add(stage.name)
             ready.append(run)
-    s.flush()
     return job, ready
 
 

@@ -15,6 +15,7 @@ segment; :func:`write_rows` refuses a document whose text differs from its segme
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, insert, or_, select, tuple_
@@ -112,10 +113,13 @@ def write_outputs(
     seg_ids: dict[tuple[str, str, int], int] = {}
     seg_texts: dict[int, str | None] = {}
     if segment_rows:
-        for sid, asset_id, producer, seq, body in session.execute(
+        for sid, asset_id, producer, seq, body in session.connection().execute(
+            # Rows come back matched by their key, not their order: SQLite then takes
+            # them in multi-row statements instead of one INSERT per row. (Core, on
+            # the connection: the ORM's bulk insert would split rows by their None
+            # values into statements of a row or two.)
             insert(Segment).returning(Segment.id, Segment.asset_id, Segment.producer,
-                                      Segment.seq, Segment.text,
-                                      sort_by_parameter_order=True),
+                                      Segment.seq, Segment.text),
             segment_rows,
         ):
             seg_ids[(asset_id, producer, seq)] = sid
@@ -166,11 +170,8 @@ def write_outputs(
         if output.language is not None or "language" in proc.produces:
             asset.language = output.language
     if embedding_rows:
-        ids = session.scalars(
-            insert(Embedding).returning(Embedding.id, sort_by_parameter_order=True),
-            embedding_rows,
-        ).all()
-        for emb_id, (i, space, level, vector) in zip(ids, embedding_meta, strict=True):
+        for emb_id, (i, space, level, vector) in zip(
+                _insert_embeddings(session, embedding_rows), embedding_meta, strict=True):
             changes[i].vectors.append((emb_id, space, level, vector))
     if fingerprint_rows:
         ids = session.scalars(
@@ -180,7 +181,7 @@ def write_outputs(
         for fp_id, (i, algorithm, bits) in zip(ids, fingerprint_meta, strict=True):
             changes[i].codes.append((fp_id, algorithm, bits))
     if feature_rows:
-        session.execute(insert(Feature), feature_rows)
+        session.connection().execute(insert(Feature), feature_rows)
 
     for i, (asset, proc, output) in enumerate(outputs):
         for d in output.keyword_docs:
@@ -222,3 +223,27 @@ def apply_index_work(stores: Stores, work: IndexChanges | None) -> None:
     logged by :func:`write_rows`, so this only lets this process's follower catch up now
     (when it follows the log at all). Runners need not call it."""
     stores.follower.catch_up(load=False)
+
+
+def _insert_embeddings(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert embedding rows; their ids in the rows' order.
+
+    Rows are matched to the ids returned by their key (asset, segment, producer, space),
+    so SQLite can take them in multi-row statements; only a batch where a key repeats
+    asks for ids in parameter order (one statement per row on SQLite).
+    """
+    def key(asset_id: str, segment_id: int | None, producer: str, space: str) -> tuple[Any, ...]:
+        return (asset_id, segment_id, producer, space)
+
+    keys = [key(r["asset_id"], r["segment_id"], r["producer"], r["space"]) for r in rows]
+    if len(set(keys)) < len(keys):
+        return list(session.connection().execute(
+            insert(Embedding).returning(Embedding.id, sort_by_parameter_order=True), rows
+        ).scalars())
+    found = {
+        key(asset_id, segment_id, producer, space): emb_id
+        for emb_id, asset_id, segment_id, producer, space in session.connection().execute(
+            insert(Embedding).returning(Embedding.id, Embedding.asset_id, Embedding.segment_id,
+                                        Embedding.producer, Embedding.space), rows)
+    }
+    return [found[k] for k in keys]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -106,22 +106,39 @@ class StageOutput:
     model_version: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe form, used by the feature cache."""
-        out = asdict(self)
-        out["embeddings"] = [
-            {
-                "space": e.space,
-                "vector": base64.b64encode(
-                    np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()).decode(),
-                "segment": asdict(e.segment) if e.segment else None,
-            }
-            for e in self.embeddings
-        ]
-        out["fingerprints"] = [
-            {**asdict(f), "bits": base64.b64encode(f.bits).decode()} for f in self.fingerprints
-        ]
-        out["blobs"] = {k: base64.b64encode(v).decode() for k, v in self.blobs.items()}
-        return out
+        """A JSON-safe form, used by the feature cache (it shares the artifacts' and
+        segments' values, which the caller serialises at once)."""
+        def ref(r: SegmentRef | None) -> dict[str, Any] | None:
+            return {"producer": r.producer, "seq": r.seq} if r else None
+
+        return {
+            "artifacts": self.artifacts,
+            "segments": [
+                {"kind": g.kind, "seq": g.seq, "text": g.text, "start_s": g.start_s,
+                 "end_s": g.end_s, "data": g.data}
+                for g in self.segments
+            ],
+            "embeddings": [
+                {"space": e.space,
+                 "vector": base64.b64encode(
+                     np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()).decode(),
+                 "segment": ref(e.segment)}
+                for e in self.embeddings
+            ],
+            "fingerprints": [
+                {"algorithm": f.algorithm, "bits": base64.b64encode(f.bits).decode(),
+                 "quality": f.quality, "variant": f.variant}
+                for f in self.fingerprints
+            ],
+            "keyword_docs": [{"segment": ref(k.segment), "text": k.text}
+                             for k in self.keyword_docs],
+            "blobs": {k: base64.b64encode(v).decode() for k, v in self.blobs.items()},
+            "asset_metadata": self.asset_metadata,
+            "language": self.language,
+            "title": self.title,
+            "confidence": self.confidence,
+            "model_version": self.model_version,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StageOutput:

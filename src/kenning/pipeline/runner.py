@@ -32,6 +32,7 @@ from typing import Any
 
 from dramatiq.common import compute_backoff
 from sqlalchemy import select, tuple_
+from sqlalchemy.orm.attributes import flag_modified
 
 from kenning.media.kinds import MediaKind
 from kenning.observability.metrics import (
@@ -42,7 +43,7 @@ from kenning.observability.metrics import (
     STEP_DELIVERIES,
 )
 from kenning.pipeline import jobs
-from kenning.pipeline.claims import ClaimedRun, claim_batch
+from kenning.pipeline.claims import ClaimedRun, claim_batch, give_back
 from kenning.pipeline.dag import dependents
 from kenning.pipeline.persist import write_outputs
 from kenning.pipeline.processor import Processor, StageInput, StageOutput
@@ -60,6 +61,8 @@ from kenning.stores.metadata.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+_SETTLED_COLUMNS = ("error", "model_version", "cached", "not_before")
 
 Ring = Callable[..., None]
 """``ring(steps, *, force=False, delay_ms=0)``: the dispatcher's doorbell."""
@@ -115,6 +118,8 @@ class StepRunner:
                          if settle_behind else None)
         self._settling: dict[str, Future[None]] = {}
         self._settling_lock = threading.Lock()
+        # Claiming a model step's next batch while the current one is on the model.
+        self._ahead = ThreadPoolExecutor(2, thread_name_prefix="claim-ahead")
 
     def _members(self, step: str) -> list[Processor]:
         names = step.split(":", 1)[-1].split("+")
@@ -139,36 +144,90 @@ class StepRunner:
 
         A full batch rings the doorbell again before it is processed, so another worker
         can take the next batch meanwhile; a partial one means the step is drained.
+
+        A model step (see :meth:`execute`) also claims and reads its own next batch while
+        the current one is on the model, and goes on with it in this delivery, so the
+        model never waits for a claim: it runs batch after batch while full ones keep
+        coming and the delivery's time limit leaves room (half of it, at least twice the
+        longest batch so far).
         """
         self.deliveries += 1
-        lease = timedelta(seconds=self.time_limit_s(step) + 30)
+        claimed = self._claim(step)
+        if not claimed:
+            self.noops += 1
+            return 0
+        items = self._load(claimed)
+        if not self._pipelined(step):
+            self.execute(step, claimed, items)
+            return len(claimed)
+        total, started, longest = 0, time.monotonic(), 0.0
+        budget = self.time_limit_s(step) / 2
+        while claimed:
+            ahead = None
+            if (self._full(step, claimed)
+                    and time.monotonic() - started + 2 * longest < budget):
+                ahead = self._ahead.submit(self._claim_and_load, step)
+            began = time.monotonic()
+            try:
+                self.execute(step, claimed, items)
+            except BaseException:  # a stopping worker: the batch claimed ahead goes back
+                if ahead is not None:
+                    self._give_back(step, ahead.result()[0])
+                raise
+            total += len(claimed)
+            longest = max(longest, time.monotonic() - began)
+            if ahead is None:
+                break
+            claimed, items = ahead.result()
+        return total
+
+    def _claim(self, step: str, *, ahead: bool = False) -> list[ClaimedRun]:
+        # A batch claimed ahead waits for the one on the model: its lease covers both.
+        limit = self.time_limit_s(step)
+        lease = timedelta(seconds=limit * (2 if ahead else 1) + 30)
         with self.stores.db.session() as s:
             claimed = claim_batch(
                 s, step, now=utcnow(), lease=lease,
                 max_items=self.batch_items(step),
-                max_bytes=self.settings.step_batch_bytes,
+                max_bytes=self.settings.step_batch_bytes, answers_bell=not ahead,
             )
-        jobs_claimed = {c.job_id for c in claimed}
-        STEP_DELIVERIES.labels(step, "work" if claimed else "noop").inc()
-        if not claimed:
-            self.noops += 1
-            return 0
-        STEP_BATCH_SIZE.labels(step).observe(len(jobs_claimed))
-        if len(jobs_claimed) >= self.batch_items(step):
-            self._ring([step])
-        self.execute(step, claimed)
-        return len(claimed)
+        if not ahead:
+            STEP_DELIVERIES.labels(step, "work" if claimed else "noop").inc()
+        if claimed:
+            STEP_BATCH_SIZE.labels(step).observe(len({c.job_id for c in claimed}))
+            if self._full(step, claimed):
+                self._ring([step])
+        return claimed
 
-    def execute(self, step: str, claimed: Sequence[ClaimedRun]) -> None:
-        """Load, process and settle one claimed batch.
+    def _claim_and_load(self, step: str) -> tuple[list[ClaimedRun], list[_Item]]:
+        claimed = self._claim(step, ahead=True)
+        return claimed, self._load(claimed) if claimed else []
+
+    def _give_back(self, step: str, claimed: list[ClaimedRun]) -> None:
+        with self.stores.db.session() as s:
+            given = give_back(s, claimed)
+        if given:
+            self._ring([step], force=True)
+
+    def _full(self, step: str, claimed: Sequence[ClaimedRun]) -> bool:
+        return len({c.job_id for c in claimed}) >= self.batch_items(step)
+
+    def _pipelined(self, step: str) -> bool:
+        """A model step in a worker that settles behind: see :meth:`execute`."""
+        return self._settler is not None and any(p.batched for p in self._members(step))
+
+    def execute(self, step: str, claimed: Sequence[ClaimedRun],
+                items: list[_Item] | None = None) -> None:
+        """Load (unless ``items`` were), process and settle one claimed batch.
 
         With ``settle_behind``, a step whose processors gain from batches (a model)
-        hands its settle to a background thread and returns, so the doorbell is
-        acknowledged and the next batch reaches the model while this one is written: the
-        model does not wait on the database. At most one settle per step is behind; a
-        crash meanwhile leaves the runs leased to a dead worker, which are claimed again.
+        hands its settle to a background thread and returns, so the next batch reaches
+        the model while this one is written: the model does not wait on the database. At
+        most one settle per step is behind; a crash meanwhile leaves the runs leased to a
+        dead worker, which are claimed again.
         """
-        items = self._load(claimed)
+        if items is None:
+            items = self._load(claimed)
         try:
             self._process(items)
         except BaseException as exc:  # a time limit or a bug: the rest of the batch fails
@@ -177,9 +236,10 @@ class StepRunner:
             for item in items:
                 for name in item.runs:
                     item.outcomes.setdefault(name, _Outcome(error=exc))
-        if self._settler is None or not any(p.batched for p in self._members(step)):
+        if not self._pipelined(step):
             self._settle(step, claimed, items)
             return
+        assert self._settler is not None
         with self._settling_lock:
             previous = self._settling.get(step)
         if previous is not None:
@@ -196,6 +256,7 @@ class StepRunner:
 
     def close(self) -> None:
         """Wait for settles still behind (a stopping worker finishes what it ran)."""
+        self._ahead.shutdown(wait=True)
         if self._settler is not None:
             self._settler.shutdown(wait=True)
 
@@ -424,6 +485,10 @@ class StepRunner:
                     run.cached = outcome.cached
                     run.duration_ms = outcome.seconds * 1000
                     run.not_before = None
+                    # The same columns in every succeeded run's UPDATE (an unchanged
+                    # value is left out otherwise), so the flush sends one executemany.
+                    for column in _SETTLED_COLUMNS:
+                        flag_modified(run, column)
                     load[run.tenant_id] -= 1
                 elif outcome.blocked:
                     continue  # settled below, after the runs it waits on

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -68,8 +70,11 @@ class SQLiteBroker(Broker):
       visibility_timeout_s: Lease of a delivered message. Live consumers renew it, so
         it only bounds how long a message held by a stalled or unreachable process
         waits before another consumer gets it.
-      poll_interval_s: How often idle consumers look for messages enqueued by other
-        processes (in-process enqueues wake them at once).
+      poll_interval_s: The longest an enqueue by another process waits to be noticed:
+        one watcher thread per process checks the file's change counter (``PRAGMA
+        data_version``, no query of the queues) twice per interval and wakes this
+        process's idle consumers when another connection committed; in-process enqueues
+        wake them at once.
       max_lost_deliveries: Dead-letter a message after it was delivered this many
         times without ever being acknowledged (its worker died each time); None
         redelivers forever.
@@ -102,6 +107,8 @@ class SQLiteBroker(Broker):
             on_release=self.changes.notify,
         )
         self._closed = False
+        self._watcher: threading.Thread | None = None
+        self._watcher_lock = threading.Lock()
         _BROKERS.add(self)
         # Recover at open, so a restart after a crash redelivers before anything else.
         self.leases.maintain()
@@ -110,9 +117,37 @@ class SQLiteBroker(Broker):
         # SQLite connections and held locks must not cross fork(); the child also needs
         # its own owner identity, since the parent still holds its deliveries.
         self.db.forget_connections()
+        self._watcher = None  # threads do not cross fork(): the child starts its own
+        self._watcher_lock = threading.Lock()
         self.changes = ChangeSignal()
         self.leases.reset_after_fork()
         self.leases.on_release = self.changes.notify
+
+    def watch_other_processes(self) -> None:
+        """Start this process's watcher thread (once; consumers call this)."""
+        with self._watcher_lock:
+            if self._watcher is not None and self._watcher.is_alive():
+                return
+            self._watcher = threading.Thread(
+                target=self._watch, name="queue-watcher", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        """Wake consumers when another connection committed to the file: the change
+        counter is read on a connection of its own (cheap, nothing is queried)."""
+        conn = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            last = conn.execute("PRAGMA data_version").fetchone()[0]
+            while not self._closed:
+                time.sleep(self.poll_interval_s / 2)
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version != last:
+                    last = version
+                    self.changes.notify()
+        except sqlite3.Error:  # the file went away (closing): consumers fall back to polling
+            return
+        finally:
+            conn.close()
 
     # --- dramatiq Broker API ------------------------------------------------------
 

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ChangeSignal", "SQLiteConsumer", "SQLiteMessageProxy"]
 
+_IDLE_RECHECK_S = 1.0
+"""Longest an idle consumer sleeps without being woken (lease upkeep runs then)."""
+
 
 class ChangeSignal:
     """Wakes waiters in this process when a queue changed.
@@ -132,8 +135,16 @@ class SQLiteConsumer(Consumer):
             if remaining <= 0:
                 return None
             # A full prefetch waits for an ack; an empty queue for an enqueue. Both
-            # notify in-process; enqueues from other processes are polled.
-            broker.changes.wait(seen, min(remaining, broker.poll_interval_s))
+            # notify in-process, and the broker's watcher notifies commits of other
+            # processes; a delayed message is waited for until it is due. The wait is
+            # bounded anyway, for lease upkeep and as a safety net.
+            broker.watch_other_processes()
+            wait = min(remaining, _IDLE_RECHECK_S)
+            if free > 0:
+                due = broker.message_store.next_visible(self.queue_name)
+                if due is not None:
+                    wait = min(wait, max(0.0, (due - now_ms()) / 1000))
+            broker.changes.wait(seen, wait)
 
     def _decode(self, row: ClaimedRow) -> SQLiteMessageProxy | None:
         try:

@@ -90,6 +90,14 @@ class MessageStore:
         )
         return row is not None
 
+    def next_visible(self, queue_name: str) -> int | None:
+        """When the queue's earliest ready message becomes visible (ms), if any."""
+        row = self.db.connection().execute(
+            "SELECT MIN(visible_at) FROM messages WHERE queue_name = ? AND state = 'ready'",
+            (queue_name,),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def claim(
         self, queue_name: str, limit: int, owner: Owner, *, now: int, lease_until: int
     ) -> list[ClaimedRow]:

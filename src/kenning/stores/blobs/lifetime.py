@@ -26,7 +26,7 @@ commit) are not taken just to be put again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -58,6 +58,23 @@ def hold(s: Session, blobs: BlobStore, key: str, data: bytes | None = None) -> N
         if data is None:
             raise BlobMissing(key)
         blobs.put(data)
+
+
+def hold_many(s: Session, blobs: BlobStore, items: Sequence[tuple[str, bytes | None]]) -> None:
+    """:func:`hold` for many keys: one statement pins them all (in key order, so two
+    writers lock rows in the same order), then bytes the collector took meanwhile are
+    put again (``BlobMissing`` for one without bytes)."""
+    if not items:
+        return
+    data = dict(items)
+    now = utcnow()
+    insert_ignore(s, BlobRef, [{"key": key, "created_at": now, "released_at": None}
+                               for key in sorted(data)],
+                  update={"released_at": None}, on=["key"])
+    gone = [key for key in sorted(data) if not blobs.exists(key)]
+    if missing := [key for key in gone if data[key] is None]:
+        raise BlobMissing(missing[0])
+    blobs.put_many([data[key] for key in gone])  # type: ignore[misc]
 
 
 def release(s: Session, keys: Iterable[str]) -> None:

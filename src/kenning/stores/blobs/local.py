@@ -45,26 +45,34 @@ class LocalBlobStore:
         return self.put_many([data])[0]
 
     def put_many(self, datas: Sequence[bytes]) -> list[str]:
-        """Store every item; return the keys in order. Folder fsyncs are grouped.
+        """Store every item; return the keys in order. Flushes to disk are grouped.
 
-        Each new blob is written to a temporary file, fsynced and renamed into place as
-        in :meth:`put`; the folders that gained a name are fsynced once each, after the
-        last rename and before the keys are returned. Blobs spread over 65,536 folders,
-        so the saving grows with the batch and the store (folders a batch shares); the
-        durability promise does not change.
+        Every new blob is written to its temporary file first; then each file is fsynced
+        (the first fsync commits the filesystem's journal with the data of all of them,
+        so the rest find little left to write), renamed into place as in :meth:`put`, and
+        the folders that gained a name are fsynced once each, after the last rename and
+        before the keys are returned. The durability promise does not change: no key is
+        returned before its bytes and its name are on disk.
         """
         keys = [hashlib.sha256(data).hexdigest() for data in datas]
-        folders: set[Path] = set()
         seen: set[str] = set()
-        for key, data in zip(keys, datas, strict=True):
-            if key in seen or self._touch(key):
+        with contextlib.ExitStack() as stack:
+            written: list[tuple[BinaryIO, Path, str]] = []
+            for key, data in zip(keys, datas, strict=True):
+                if key in seen or self._touch(key):
+                    seen.add(key)
+                    continue
                 seen.add(key)
-                continue
-            seen.add(key)
-            with self._temp_file() as (fh, tmp):
+                fh, tmp = stack.enter_context(self._temp_file())
                 fh.write(data)
-                folders |= self._install(fh, tmp, key)
-        _fsync_dirs(folders)
+                fh.flush()
+                written.append((fh, tmp, key))
+            for fh, _, _ in written:
+                os.fsync(fh.fileno())
+            folders: set[Path] = set()
+            for fh, tmp, key in written:
+                folders |= self._install(fh, tmp, key, synced=True)
+            _fsync_dirs(folders)
         return keys
 
     def put_file(self, path: Path) -> str:
@@ -161,11 +169,13 @@ class LocalBlobStore:
             # After a successful install the temp name is gone; otherwise clean it up.
             tmp.unlink(missing_ok=True)
 
-    def _install(self, fh: BinaryIO, tmp: Path, key: str) -> set[Path]:
-        """Make the temporary file durable and move it to ``key``'s path; return the
-        folders to fsync before the name counts as stored (the caller groups them)."""
-        fh.flush()
-        os.fsync(fh.fileno())
+    def _install(self, fh: BinaryIO, tmp: Path, key: str, *, synced: bool = False) -> set[Path]:
+        """Make the temporary file durable (unless the caller has: ``synced``) and move
+        it to ``key``'s path; return the folders to fsync before the name counts as
+        stored (the caller groups them)."""
+        if not synced:
+            fh.flush()
+            os.fsync(fh.fileno())
         final = self.path_for(key)
         folders = {final.parent}
         if not final.parent.is_dir():
