@@ -8,6 +8,8 @@ will be on the broker) -> ``running`` (leased) -> ``succeeded`` | ``failed`` |
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -98,9 +100,22 @@ def job_runs(s: Session, job_id: str) -> list[StageRun]:
     return list(s.scalars(select(StageRun).where(StageRun.job_id == job_id)))
 
 
-def release_ready(
-    s: Session, job_id: str, runs: Sequence[StageRun] | None = None
-) -> list[StageRun]:
+class RunState(Protocol):
+    """What the job logic reads and sets of a run: a ``StageRun`` or a
+    :class:`~kenning.pipeline.runrows.RunRow`."""
+
+    processor: str
+    step: str
+    state: str
+    depends_on: dict[str, Any]
+    enqueued_at: datetime | None
+    not_before: datetime | None
+
+
+R = TypeVar("R", bound=RunState)
+
+
+def release_ready(s: Session, job_id: str, runs: Sequence[R] | None = None) -> list[R]:
     """Pending stages whose upstream is done become queued; returns them.
 
     Upstream is done when it succeeded, or when it is in the same step and queued too
@@ -108,9 +123,11 @@ def release_ready(
     transaction after its last state change (:func:`job_runs`), to save a query; loaded
     here when not given.
     """
-    runs = job_runs(s, job_id) if runs is None else runs
+    if runs is None:
+        runs = job_runs(s, job_id)  # type: ignore[assignment]
+        assert runs is not None
     by_name = {r.processor: r for r in runs}
-    ready: list[StageRun] = []
+    ready: list[R] = []
     now = utcnow()
     changed = True
     while changed:
@@ -128,7 +145,7 @@ def release_ready(
 
 
 def finalize_if_done(
-    s: Session, job_id: str, runs: Sequence[StageRun] | None = None
+    s: Session, job_id: str, runs: Sequence[RunState] | None = None
 ) -> list[str]:
     """Close the job and set the asset status when every stage is terminal.
 

@@ -32,7 +32,6 @@ from typing import Any
 
 from dramatiq.common import compute_backoff
 from sqlalchemy import select, tuple_
-from sqlalchemy.orm.attributes import flag_modified
 
 from kenning.media.kinds import MediaKind
 from kenning.observability.metrics import (
@@ -48,6 +47,7 @@ from kenning.pipeline.dag import dependents
 from kenning.pipeline.persist import write_outputs
 from kenning.pipeline.processor import Processor, StageInput, StageOutput
 from kenning.pipeline.registry import ProcessorRegistry
+from kenning.pipeline.runrows import RunRow, load_runs, write_runs
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores
 from kenning.stores.metadata.database import insert_ignore
@@ -62,7 +62,6 @@ from kenning.stores.metadata.tables import (
 
 log = logging.getLogger(__name__)
 
-_SETTLED_COLUMNS = ("error", "model_version", "cached", "not_before")
 
 Ring = Callable[..., None]
 """``ring(steps, *, force=False, delay_ms=0)``: the dispatcher's doorbell."""
@@ -446,7 +445,7 @@ class StepRunner:
             # something references them, and finalize_if_done looks them up again.)
             locked = list(s.scalars(select(Job).where(Job.id.in_(job_ids))
                                     .order_by(Job.id).with_for_update()))
-            runs = list(s.scalars(select(StageRun).where(StageRun.job_id.in_(job_ids))))
+            runs = load_runs(s, job_ids)  # plain rows, written back by write_runs below
             mine = {c.id: c for c in claimed}
             owned = {r.id for r in runs if r.id in mine and r.state == "running"
                      and r.attempts == mine[r.id].attempt}
@@ -459,7 +458,7 @@ class StepRunner:
             writes: list[tuple[Asset, Processor, StageOutput]] = []
             load: dict[str, int] = defaultdict(int)
             failed_for_good: dict[str, list[str]] = defaultdict(list)
-            runs_by_job: dict[str, list[StageRun]] = defaultdict(list)
+            runs_by_job: dict[str, list[RunRow]] = defaultdict(list)
             for run in runs:
                 runs_by_job[run.job_id].append(run)
             for run in runs:
@@ -485,10 +484,6 @@ class StepRunner:
                     run.cached = outcome.cached
                     run.duration_ms = outcome.seconds * 1000
                     run.not_before = None
-                    # The same columns in every succeeded run's UPDATE (an unchanged
-                    # value is left out otherwise), so the flush sends one executemany.
-                    for column in _SETTLED_COLUMNS:
-                        flag_modified(run, column)
                     load[run.tenant_id] -= 1
                 elif outcome.blocked:
                     continue  # settled below, after the runs it waits on
@@ -544,6 +539,7 @@ class StepRunner:
                 job_runs = runs_by_job[job_id]
                 ready_steps |= {r.step for r in jobs.release_ready(s, job_id, job_runs)}
                 deliveries += jobs.finalize_if_done(s, job_id, job_runs)
+            write_runs(s, runs)
             jobs.adjust_load(s, load)
             del locked
         if ready_steps:
