@@ -175,7 +175,9 @@ class Settings(BaseSettings):
         64_000, description="Character budget of one inference batch (token budget proxy)."
     )
     embed_batch_wait_ms: float = Field(
-        5.0, description="How long the batcher waits for more work before running a batch."
+        0.0, description="How long the batcher waits for more work before running a batch "
+        "(0: none; batches form from what queued while the model was busy, and a pipeline "
+        "step hands over a whole batch of assets at once)."
     )
 
     # --- text processing ---------------------------------------------------------------
