@@ -15,6 +15,7 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import Broker
 
+from kenning.errors import MissingExtra
 from kenning.inference.resources import Resources
 from kenning.ingest.service import IngestService
 from kenning.periodic import Periodic
@@ -40,15 +41,18 @@ log = logging.getLogger(__name__)
 
 
 def make_broker(settings: Settings) -> Broker:
-    """The embedded durable SQLite broker (a RabbitMQ/Redis URL selects those later)."""
-    if settings.broker_url and not settings.broker_url.startswith("sqlite"):
-        raise NotImplementedError(
-            f"broker {settings.broker_url!r}: only the embedded SQLite broker ships so far"
-        )
-    path = Path(settings.broker_url.split("///", 1)[1]) if settings.broker_url else (
-        settings.queue_path
-    )
-    return SQLiteBroker(path)
+    """The broker ``broker_url`` names: the embedded durable SQLite broker by default
+    (``sqlite:///path``), or Redis (``redis://`` / ``rediss://``, the ``redis`` extra)."""
+    url = settings.broker_url
+    if url and url.startswith(("redis://", "rediss://")):
+        try:
+            from kenning.queue.redis_broker import RedisQueueBroker
+        except ImportError as exc:
+            raise MissingExtra("redis", "redis") from exc
+        return RedisQueueBroker(url, namespace=settings.broker_namespace)
+    if url and not url.startswith("sqlite:///"):
+        raise ValueError(f"broker {url!r}: use sqlite:///path or redis://host:port/db")
+    return SQLiteBroker(Path(url.split("///", 1)[1]) if url else settings.queue_path)
 
 
 class Kenning:

@@ -32,7 +32,12 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(
         None,
-        description="Work broker; default is the embedded SQLite broker in data_dir/queue.db.",
+        description="Work broker; default is the embedded SQLite broker in data_dir/queue.db "
+        "(sqlite:///path for another file); redis://host:port/db for Redis.",
+    )
+    broker_namespace: str = Field(
+        "kenning", description="Prefix of the broker's keys (Redis): installations that "
+        "share one server use different namespaces.",
     )
 
     # --- server ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ child processes. Every test runs real ``dramatiq.Worker`` threads and real actor
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import os
 import signal
@@ -24,11 +25,14 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware import Middleware
 
 from kenning.queue import QueueAdmin, SQLiteBroker
+from kenning.queue.redis_broker import RedisQueueBroker
+from tests.conftest import require_service
 from tests.fixtures.queues import next_message
 
 BrokerFactory = Callable[[Path], Broker]
@@ -38,8 +42,20 @@ def make_sqlite(location: Path) -> Broker:
     return SQLiteBroker(location / "queue.db")
 
 
+REDIS_URL = os.environ.get("KENNING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def make_redis(location: Path) -> Broker:
+    """A namespace of its own per test folder; a silent worker counts as dead after 1 s
+    and every command may run the recovery, so redelivery tests stay quick."""
+    namespace = "kenning-test-" + hashlib.sha256(str(location).encode()).hexdigest()[:16]
+    return RedisQueueBroker(REDIS_URL, namespace=namespace, heartbeat_timeout_ms=1_000,
+                            maintenance_chance=1_000_000)
+
+
 FACTORIES = [
     pytest.param(make_sqlite, id="sqlite"),
+    pytest.param(make_redis, id="redis"),
 ]
 
 JOIN_MS = 15_000
@@ -54,9 +70,19 @@ def factory(request: pytest.FixtureRequest) -> BrokerFactory:
 @pytest.fixture
 def broker(factory: BrokerFactory, tmp_path: Path) -> Iterator[Broker]:
     b = factory(tmp_path)
+    if isinstance(b, RedisQueueBroker):
+        try:
+            b.client.ping()
+            reachable = True
+        except redis.ConnectionError:
+            reachable = False
+        require_service(f"Redis at {REDIS_URL}", reachable)
     assert isinstance(b, QueueAdmin)
     yield b
     b.close()
+    if isinstance(b, RedisQueueBroker):
+        for key in b.client.scan_iter(match=b.key("*")):
+            b.client.delete(key)
 
 
 def admin(broker: Broker) -> QueueAdmin:

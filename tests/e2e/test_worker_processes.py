@@ -1,5 +1,6 @@
 """`kenning serve --worker-processes 1`: SIGKILL the worker process in the middle of a
-cross-asset batch; every accepted asset still completes, exactly once."""
+cross-asset batch; every accepted asset still completes, exactly once. On the embedded
+SQLite broker and on Redis."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import os
 import signal
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
@@ -25,6 +29,8 @@ from kenning.stores.metadata.tables import (
     Segment,
     StageRun,
 )
+from tests.conftest import require_service
+from tests.contract.test_broker_contract import REDIS_URL
 from tests.fixtures import media
 from tests.fixtures.servers import free_port, serve
 
@@ -45,7 +51,28 @@ def _batch_holder(database: Database, server_pid: int) -> tuple[int, int] | None
     return None
 
 
-def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "redis"])
+def broker_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The server's broker: the embedded SQLite one, or Redis (a namespace of its own)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+        reachable = True
+    except redis.ConnectionError:
+        reachable = False
+    require_service(f"Redis at {REDIS_URL}", reachable)
+    namespace = f"kenning-e2e-{uuid.uuid4().hex[:12]}"
+    yield {"KENNING_BROKER_URL": REDIS_URL, "KENNING_BROKER_NAMESPACE": namespace}
+    for key in client.scan_iter(match=f"{namespace}:*"):
+        client.delete(key)
+
+
+def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(
+    tmp_path: Path, broker_env: dict[str, str]
+) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     articles = []
@@ -59,7 +86,7 @@ def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(tmp_path: Path)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = serve(data_dir, port, "--worker-processes", "1",
-                   env={"KENNING_STEP_BATCH_ITEMS": "16"})
+                   env={"KENNING_STEP_BATCH_ITEMS": "16", **broker_env})
     database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
     try:
         wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
