@@ -35,6 +35,19 @@ class Settings(BaseSettings):
         description="Work broker; default is the embedded SQLite broker in data_dir/queue.db "
         "(sqlite:///path for another file); redis://host:port/db for Redis.",
     )
+    blob_url: str | None = Field(
+        None,
+        description="Where media bytes live: default is the folder data_dir/blobs; "
+        "s3://bucket/prefix for an S3-compatible store (the s3 extra).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for blob_url (SeaweedFS, MinIO...); default AWS.",
+    )
+    s3_access_key: str | None = Field(
+        None, description="S3 access key; default: boto3's own chain (AWS_* variables...).",
+    )
+    s3_secret_key: str | None = Field(None, description="S3 secret key (see s3_access_key).")
+    s3_region: str | None = Field(None, description="S3 region (default us-east-1).")
     broker_namespace: str = Field(
         "kenning", description="Prefix of the broker's keys (Redis): installations that "
         "share one server use different namespaces.",

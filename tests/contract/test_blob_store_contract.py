@@ -14,12 +14,27 @@ from pathlib import Path
 import pytest
 
 from kenning.stores.blobs import BlobStore, LocalBlobStore
+from kenning.stores.blobs.s3 import S3BlobStore
+from tests.fixtures.s3 import s3_server
 
 BlobStoreFactory = Callable[[Path], BlobStore]
 
+def make_s3(root: Path) -> BlobStore:
+    """A key prefix of its own per test folder in the test S3 server's bucket."""
+    server = s3_server()
+    prefix = hashlib.sha256(str(root).encode()).hexdigest()[:16] + "/"
+    return S3BlobStore(server.bucket, prefix=prefix, endpoint_url=server.endpoint_url,
+                       access_key=server.access_key, secret_key=server.secret_key)
+
+
 FACTORIES = [
     pytest.param(lambda root: LocalBlobStore(root / "blobs"), id="local"),
+    pytest.param(make_s3, id="s3"),
 ]
+
+AGE_RESOLUTION_S = 1.05
+"""Ages (the last put of a blob) are compared at the store's clock resolution: S3 keeps
+an object's ``LastModified`` to the second."""
 
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -143,15 +158,15 @@ def test_scan_lists_keys_last_put_before_a_time_and_a_reput_refreshes_them(
     import time
 
     old = store.put(b"old bytes")
-    time.sleep(0.05)
+    time.sleep(AGE_RESOLUTION_S)
     cutoff = time.time()
-    time.sleep(0.05)
+    time.sleep(AGE_RESOLUTION_S)
     new = store.put(b"new bytes")
     assert set(store.scan(cutoff)) == {old}
     assert new not in set(store.scan(cutoff))
     store.put(b"old bytes")  # a writer about to reference them: their age starts again
     assert set(store.scan(cutoff)) == set()
-    assert set(store.scan(time.time() + 1)) == {old, new}
+    assert set(store.scan(time.time() + 2)) == {old, new}
 
 
 def test_sweep_temp_removes_only_abandoned_partial_writes(
@@ -188,9 +203,9 @@ def test_put_many_refreshes_the_age_of_known_bytes(store: BlobStore) -> None:
     import time
 
     old = store.put(b"old bytes of a batch")
-    time.sleep(0.05)
+    time.sleep(AGE_RESOLUTION_S)
     cutoff = time.time()
-    time.sleep(0.05)
+    time.sleep(AGE_RESOLUTION_S)
     assert set(store.scan(cutoff)) == {old}
     store.put_many([b"fresh bytes of a batch", b"old bytes of a batch"])
     assert set(store.scan(cutoff)) == set()

@@ -1,6 +1,6 @@
 """`kenning serve --worker-processes 1`: SIGKILL the worker process in the middle of a
 cross-asset batch; every accepted asset still completes, exactly once. On the embedded
-SQLite broker and on Redis."""
+embedded profile, and with metadata on PostgreSQL, work on Redis and blobs in S3."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ import redis
 from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
+from kenning.stores.blobs.s3 import S3BlobStore
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import (
     Asset,
@@ -29,9 +31,10 @@ from kenning.stores.metadata.tables import (
     Segment,
     StageRun,
 )
-from tests.conftest import require_service
+from tests.conftest import fresh_postgres_database, require_service
 from tests.contract.test_broker_contract import REDIS_URL
 from tests.fixtures import media
+from tests.fixtures.s3 import s3_server
 from tests.fixtures.servers import free_port, serve
 
 pytestmark = pytest.mark.slow
@@ -51,11 +54,19 @@ def _batch_holder(database: Database, server_pid: int) -> tuple[int, int] | None
     return None
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def broker_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """The server's broker: the embedded SQLite one, or Redis (a namespace of its own)."""
-    if request.param == "sqlite":
-        yield {}
+@dataclass
+class Profile:
+    env: dict[str, str]
+    database_url: str | None  # None: SQLite in the data dir
+    s3: S3BlobStore | None = None
+
+
+@pytest.fixture(params=["embedded", "postgres-redis-s3"])
+def profile(request: pytest.FixtureRequest) -> Iterator[Profile]:
+    """The server's stores: all embedded, or metadata on PostgreSQL, work on Redis (a
+    namespace of its own) and blobs in S3 (SeaweedFS; a prefix of its own)."""
+    if request.param == "embedded":
+        yield Profile({}, None)
         return
     client = redis.Redis.from_url(REDIS_URL)
     try:
@@ -64,14 +75,27 @@ def broker_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     except redis.ConnectionError:
         reachable = False
     require_service(f"Redis at {REDIS_URL}", reachable)
-    namespace = f"kenning-e2e-{uuid.uuid4().hex[:12]}"
-    yield {"KENNING_BROKER_URL": REDIS_URL, "KENNING_BROKER_NAMESPACE": namespace}
+    server = s3_server()
+    run = uuid.uuid4().hex[:12]
+    namespace, prefix = f"kenning-e2e-{run}", f"e2e-{run}"
+    with fresh_postgres_database() as database_url:
+        yield Profile(
+            {"KENNING_DATABASE_URL": database_url, "KENNING_BROKER_URL": REDIS_URL,
+             "KENNING_BROKER_NAMESPACE": namespace,
+             "KENNING_BLOB_URL": f"s3://{server.bucket}/{prefix}",
+             "KENNING_S3_ENDPOINT_URL": server.endpoint_url,
+             "KENNING_S3_ACCESS_KEY": server.access_key,
+             "KENNING_S3_SECRET_KEY": server.secret_key},
+            database_url,
+            S3BlobStore(server.bucket, prefix=prefix + "/", endpoint_url=server.endpoint_url,
+                        access_key=server.access_key, secret_key=server.secret_key),
+        )
     for key in client.scan_iter(match=f"{namespace}:*"):
         client.delete(key)
 
 
 def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(
-    tmp_path: Path, broker_env: dict[str, str]
+    tmp_path: Path, profile: Profile
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -86,8 +110,8 @@ def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = serve(data_dir, port, "--worker-processes", "1",
-                   env={"KENNING_STEP_BATCH_ITEMS": "16", **broker_env})
-    database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
+                   env={"KENNING_STEP_BATCH_ITEMS": "16", **profile.env})
+    database = Database(profile.database_url or f"sqlite:///{data_dir / 'kenning.db'}")
     try:
         wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
         key = (data_dir / "bootstrap_api_key").read_text().strip()
@@ -127,6 +151,9 @@ def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(
         with database.session(write=False) as s:
             assets = list(s.scalars(select(Asset)))
             assert sorted(a.id for a in assets) == sorted(accepted)
+            if profile.s3 is not None:  # every asset's bytes are in the bucket, whole
+                assert all(profile.s3.size(a.sha256) == a.bytes for a in assets)
+                assert len(set(profile.s3.scan(time.time() + 60))) == len(assets)
             assert {a.status for a in assets} == {"ready"}
             assert {j.state for j in s.scalars(select(Job))} == {"succeeded"}
             runs = list(s.scalars(select(StageRun)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kenning.errors import MissingExtra
 from kenning.settings import Settings
 from kenning.stores.blobs import BlobStore, LocalBlobStore
 from kenning.stores.follower import IndexFollower
@@ -60,5 +61,28 @@ def build_stores(settings: Settings) -> Stores:
         snapshot_entries=settings.index_snapshot_entries,
         snapshot_interval_s=settings.index_snapshot_interval_s,
     )
-    return Stores(db=db, blobs=LocalBlobStore(settings.blob_dir), vectors=vectors,
+    return Stores(db=db, blobs=make_blob_store(settings), vectors=vectors,
                   hashes=hashes, keyword=keyword, follower=follower)
+
+
+def make_blob_store(settings: Settings) -> BlobStore:
+    """The folder ``data_dir/blobs``, or the S3 bucket and prefix ``blob_url`` names."""
+    url = settings.blob_url
+    if not url:
+        return LocalBlobStore(settings.blob_dir)
+    if not url.startswith("s3://"):
+        raise ValueError(f"blob store {url!r}: use s3://bucket/prefix (or nothing)")
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"blob store {url!r}: no bucket")
+    try:
+        from kenning.stores.blobs.s3 import S3BlobStore
+    except ImportError as exc:
+        raise MissingExtra("boto3", "s3") from exc
+    store = S3BlobStore(
+        bucket, prefix=prefix.strip("/") + "/" if prefix.strip("/") else "",
+        endpoint_url=settings.s3_endpoint_url, access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key, region=settings.s3_region,
+    )
+    store.ensure_bucket()
+    return store
