@@ -93,6 +93,17 @@ class Backpressure(KenningError):
         self.retry_after = retry_after
 
 
+class Unavailable(KenningError):
+    """A store the request needs does not answer (503); retry after ``retry_after`` s."""
+
+    status = 503
+    code = "store_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class MissingExtra(KenningError):
     """An optional dependency is not installed; the message names the extra."""
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from kenning.api.bodies import invalid_json
-from kenning.errors import Backpressure, KenningError
+from kenning.errors import Backpressure, KenningError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KenningError)
     async def _kenning(_: Request, exc: KenningError) -> JSONResponse:
         headers = {}
-        if isinstance(exc, Backpressure):
+        if isinstance(exc, Backpressure | Unavailable):
             headers["Retry-After"] = str(exc.retry_after)
         if exc.status >= 500:
             log.error("server error", extra={"code": exc.code, "error": exc.message})

@@ -33,6 +33,7 @@ from typing import Any
 from dramatiq.common import compute_backoff
 from sqlalchemy import select, tuple_
 
+from kenning.errors import Unavailable
 from kenning.media.kinds import MediaKind
 from kenning.observability.metrics import (
     STAGE_CACHE_HITS,
@@ -491,7 +492,15 @@ class StepRunner:
                     err = outcome.error
                     run.error = f"{type(err).__name__}: {err}"[:2000]
                     run.duration_ms = outcome.seconds * 1000
-                    if run.attempts > self.settings.max_retries:
+                    if isinstance(err, Unavailable):
+                        # A store did not answer: the processor never got its input, so
+                        # the attempt does not count (an outage must not dead-letter
+                        # work); the run waits out the store's retry hint.
+                        run.state, run.enqueued_at = "queued", now
+                        run.attempts -= 1
+                        run.not_before = now + timedelta(seconds=err.retry_after)
+                        retry_after.append(float(err.retry_after))
+                    elif run.attempts > self.settings.max_retries:
                         run.state, run.finished_at = "failed", now
                         load[run.tenant_id] -= 1
                         failed_for_good[run.job_id].append(run.processor)

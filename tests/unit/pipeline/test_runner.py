@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from kenning.errors import Unavailable
 from kenning.media.kinds import MediaKind
 from kenning.pipeline import jobs
 from kenning.pipeline.processor import SOURCE, BaseProcessor, StageInput, StageOutput
@@ -198,3 +199,46 @@ def test_a_worker_that_lost_its_lease_changes_nothing(world: Any) -> None:
     with stores.db.session(write=False) as s:
         rows = s.scalars(select(Feature).where(Feature.asset_id == asset_id)).all()
     assert sorted(f.name for f in rows) == ["t.loud", "t.text"]  # written once
+
+
+class _Down:
+    """A blob store whose reads fail the way an unreachable S3 does, while ``down``."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.down = real, True
+
+    def get(self, key: str) -> bytes:
+        if self.down:
+            raise Unavailable("blob store unreachable (get): EndpointConnectionError",
+                              retry_after=2)
+        return bytes(self.real.get(key))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_store_outage_is_waited_out_and_never_counts_as_an_attempt(world: Any) -> None:
+    runner, stores, tenant, _read, _shout, outbox = world
+    flaky = _Down(stores.blobs)
+    stores.blobs = flaky
+    (asset,) = _ingest(runner, stores, tenant, ["a story while the store is down"])
+    step = "t:t.read+t.shout"
+    for _ in range(4):  # more outages than max_retries (1): nothing is dead-lettered
+        assert runner.run_step(step) == 2
+        assert _states(stores, asset) == {"t.read": ("queued", 0), "t.shout": ("queued", 0),
+                                          "t.after": ("pending", 0)}
+        assert outbox.delayed[-1] == (step, 2001)  # the store's retry hint, not a backoff
+        with stores.db.session(write=False) as s:
+            run = s.scalar(select(StageRun).where(StageRun.asset_id == asset,
+                                                  StageRun.processor == "t.read"))
+            assert run is not None and run.error is not None and "Unavailable" in run.error
+            assert run.not_before is not None and run.not_before > utcnow()
+        with stores.db.session() as s:
+            s.execute(update(StageRun).values(not_before=utcnow() - timedelta(seconds=1)))
+    flaky.down = False
+    assert runner.run_step(step) == 2
+    assert _states(stores, asset)["t.read"] == ("succeeded", 1)
+    with stores.db.session(write=False) as s:
+        text = s.scalar(select(Feature.output).where(Feature.asset_id == asset,
+                                                     Feature.name == "t.text"))
+    assert text == "a story while the store is down"

@@ -14,12 +14,40 @@ import hashlib
 import io
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from kenning.errors import Unavailable
 from kenning.stores.blobs.protocol import validate_key
 
 __all__ = ["S3BlobStore"]
+
+_UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError,
+                ReadTimeoutError)
+
+
+@contextmanager
+def _reachable(what: str) -> Iterator[None]:
+    """The store not answering (or answering 5xx) is :class:`Unavailable`: a client gets
+    503 with Retry-After, a pipeline stage fails and is retried with backoff."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise Unavailable(f"blob store unreachable ({what}): {type(exc).__name__}") from exc
+    except ClientError as exc:
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status >= 500 or exc.response.get("Error", {}).get("Code") == "SlowDown":
+            raise Unavailable(f"blob store unavailable ({what}): HTTP {status}") from exc
+        raise
 
 _CHUNK = 1 << 20
 _MISSING = ("404", "NoSuchKey", "NotFound")
@@ -73,7 +101,8 @@ class S3BlobStore:
                 "s3", endpoint_url=endpoint_url, aws_access_key_id=access_key,
                 aws_secret_access_key=secret_key, region_name=region or "us-east-1",
                 config=Config(s3={"addressing_style": "path"},
-                              retries={"max_attempts": 5, "mode": "standard"},
+                              retries={"max_attempts": 3, "mode": "standard"},
+                              connect_timeout=2, read_timeout=30,
                               max_pool_connections=max(parallel, 10)),
             )
         self.client = client
@@ -86,7 +115,7 @@ class S3BlobStore:
         """Create the bucket when it does not exist (for a fresh installation)."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except self.client.exceptions.ClientError:
+        except ClientError:
             self.client.create_bucket(Bucket=self.bucket)
 
     def _name(self, key: str) -> str:
@@ -116,23 +145,28 @@ class S3BlobStore:
         return keys
 
     def _upload(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data)
+        with _reachable("put"):
+            self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data)
 
     def put_file(self, path: Path) -> str:
         """Hash the file, then stream it up (in parts when large)."""
-        from boto3.s3.transfer import TransferConfig
-
         digest = hashlib.sha256()
         with open(path, "rb") as src:
             while chunk := src.read(_CHUNK):
                 digest.update(chunk)
         key = digest.hexdigest()
+        with _reachable("put"):
+            self._upload_file(path, key)
+        return key
+
+    def _upload_file(self, path: Path, key: str) -> None:
+        from boto3.s3.transfer import TransferConfig
+
         self.client.upload_file(
             str(path), self.bucket, self._name(key),
             Config=TransferConfig(multipart_threshold=self._multipart_bytes,
                                   multipart_chunksize=max(self._multipart_bytes // 8, 8 << 20)),
         )
-        return key
 
     # --- reads -------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
@@ -142,8 +176,9 @@ class S3BlobStore:
     def open(self, key: str) -> BinaryIO:
         name = self._name(key)
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
-        except self.client.exceptions.ClientError as exc:
+            with _reachable("get"):
+                body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
+        except ClientError as exc:
             if self._missing(exc):
                 raise KeyError(key) from None
             raise
@@ -151,8 +186,9 @@ class S3BlobStore:
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
-            return dict(self.client.head_object(Bucket=self.bucket, Key=self._name(key)))
-        except self.client.exceptions.ClientError as exc:
+            with _reachable("head"):
+                return dict(self.client.head_object(Bucket=self.bucket, Key=self._name(key)))
+        except ClientError as exc:
             if self._missing(exc):
                 return None
             raise
@@ -169,15 +205,20 @@ class S3BlobStore:
     def delete(self, key: str) -> bool:
         if self._head(key) is None:
             return False
-        self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
+        with _reachable("delete"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
         return True
 
     # --- housekeeping ------------------------------------------------------------------
     def scan(self, older_than: float) -> Iterator[str]:
         """Keys whose last put is older than ``older_than``, to the second (S3's clock)."""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix)
-        for page in pages:
+        pages = iter(self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix))
+        while True:
+            with _reachable("list"):
+                page = next(pages, None)
+            if page is None:
+                return
             for obj in page.get("Contents", []):
                 key = obj["Key"].rsplit("/", 1)[-1]
                 if len(key) == 64 and obj["LastModified"].timestamp() < older_than:
@@ -188,10 +229,11 @@ class S3BlobStore:
         aborted = 0
         pages = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=self.prefix)
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                if upload["Initiated"].timestamp() < older_than:
-                    self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                    aborted += 1
+        with _reachable("sweep"):
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < older_than:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                        aborted += 1
         return aborted
