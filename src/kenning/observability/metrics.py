@@ -52,6 +52,11 @@ STEP_DELIVERIES = Counter(
     ["step", "result"],
     registry=REGISTRY,
 )
+DOORBELLS_UNSENT = Counter(
+    "kenning_doorbells_unsent_total",
+    "Doorbells the broker did not take (it was down); the reconciler rings them again.",
+    registry=REGISTRY,
+)
 STEP_BATCH_SIZE = Histogram(
     "kenning_step_batch_assets",
     "Assets per claimed step batch.",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kenning.hosts import holder_is_dead
@@ -23,12 +23,22 @@ from kenning.pipeline import jobs
 from kenning.pipeline.claims import due
 from kenning.pipeline.dag import dependents
 from kenning.pipeline.registry import ProcessorRegistry
-from kenning.queue.dispatch import Dispatcher
+from kenning.queue.dispatch import Dispatcher, step_queue
+from kenning.queue.protocol import QueueAdmin, QueueDepth
 from kenning.settings import Settings
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Asset, StageRun, WebhookDelivery, utcnow
+from kenning.stores.metadata.tables import (
+    Asset,
+    StageRun,
+    WebhookDelivery,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
+
+_LOST_AFTER = timedelta(seconds=5)
+"""A bell rung this long ago with nothing on its queue: the doorbell was lost (a
+delivered one resets the bell within milliseconds)."""
 
 
 class Reconciler:
@@ -71,23 +81,44 @@ class Reconciler:
                 select(StageRun).where(StageRun.state == "running", StageRun.lease_until < now)
             ))
             steps, deliveries = self._expire(s, expired)
-            stale = list(s.execute(
-                select(StageRun.step).distinct().where(
-                    StageRun.state == "queued", due(now),
-                    or_(StageRun.enqueued_at.is_(None), StageRun.enqueued_at <= cutoff),
-                )
-            ).scalars())
+            # Steps with due queued work, and how long the oldest has waited.
+            waiting = {step: oldest for step, oldest in s.execute(
+                select(StageRun.step, func.min(func.coalesce(StageRun.enqueued_at, now)))
+                .where(StageRun.state == "queued", due(now)).group_by(StageRun.step)
+            )}
             hooks = list(s.scalars(
                 select(WebhookDelivery.id).where(
                     WebhookDelivery.state == "pending", WebhookDelivery.created_at <= cutoff
                 )
             ))
-        self.dispatcher.ring(steps | set(stale), force=True)
+        stale = {step for step, oldest in waiting.items()
+                 if everything or _aware(oldest) <= cutoff}
+        lost = self._lost_doorbells(
+            {step for step, oldest in waiting.items() if _aware(oldest) <= now - _LOST_AFTER}
+            - stale)
+        self.dispatcher.ring(steps | stale | lost, force=True)
         self.dispatcher.webhooks(deliveries + hooks)
-        if expired or stale or hooks:
+        if expired or stale or hooks or lost:
             log.info("reconciled", extra={"expired": len(expired), "steps": len(stale),
-                                          "webhooks": len(hooks)})
-        return len(expired) + len(stale) + len(hooks)
+                                          "webhooks": len(hooks), "lost_doorbells": len(lost)})
+        return len(expired) + len(stale) + len(hooks) + len(lost)
+
+    def _lost_doorbells(self, waiting: set[str]) -> set[str]:
+        """Of the steps whose work has waited a while, those for which the broker holds
+        no message at all on their queue: their doorbell was lost (a broker restarted
+        without its messages) or never sent (the broker was down when it was rung).
+        Rung again at once rather than after ``stale_after``."""
+        broker = self.dispatcher.broker
+        if not waiting or not isinstance(broker, QueueAdmin):
+            return set()
+        try:
+            depths = broker.queue_depths()
+        except Exception:  # the broker is still down: the next sweep looks again
+            log.warning("broker depths unavailable", exc_info=True)
+            return set()
+        return {step for step in waiting
+                if depths.get(step_queue(step), QueueDepth()).pending == 0}
+
 
     def _expire(self, s: Session, runs: list[StageRun]) -> tuple[set[str], list[str]]:
         """Count the lost attempt of each run: back to queued, or failed for good.
@@ -132,3 +163,8 @@ class Reconciler:
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.stop()
+
+
+def _aware(value: datetime) -> datetime:
+    """Aggregates come back without the column's type (naive UTC on SQLite)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

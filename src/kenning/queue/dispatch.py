@@ -10,6 +10,7 @@ tests and the server can each build their own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from dramatiq import Message
 from dramatiq.broker import Broker
 from sqlalchemy import update
 
+from kenning.observability.metrics import DOORBELLS_UNSENT
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.database import insert_ignore
 from kenning.stores.metadata.tables import StepBell, utcnow
@@ -25,6 +27,8 @@ from kenning.stores.metadata.tables import StepBell, utcnow
 RUN_STEP = "run_step"
 DELIVER_WEBHOOK = "deliver_webhook"
 WEBHOOK_QUEUE = "webhooks"
+
+log = logging.getLogger(__name__)
 
 
 class QueuedStage(Protocol):
@@ -79,20 +83,36 @@ class Dispatcher:
                     .values(rung=True, rung_at=utcnow())
                     .returning(StepBell.step)
                 ))
+        unsent: list[str] = []
+        error: Exception | None = None
         for step in send:
-            self.broker.declare_queue(step_queue(step))
-            self.broker.enqueue(
-                Message(
-                    queue_name=step_queue(step),
-                    actor_name=RUN_STEP,
-                    args=(step,),
-                    kwargs={},
-                    options={"time_limit": int(self._time_limit_s(step) * 1000),
-                             "max_retries": 0},
-                ),
-                delay=delay_ms or None,
-            )
-            self.rung += 1
+            try:
+                self.broker.declare_queue(step_queue(step))
+                self.broker.enqueue(
+                    Message(
+                        queue_name=step_queue(step),
+                        actor_name=RUN_STEP,
+                        args=(step,),
+                        kwargs={},
+                        options={"time_limit": int(self._time_limit_s(step) * 1000),
+                                 "max_retries": 0},
+                    ),
+                    delay=delay_ms or None,
+                )
+                self.rung += 1
+            except Exception as exc:  # the broker is down: the work is committed all the same
+                unsent.append(step)
+                error = exc
+        if unsent:
+            # The database is the outbox: the runs stay queued, the next ring sends again
+            # (the bell no longer claims a message is waiting), and the reconciler
+            # re-rings steps whose work waits too long.
+            DOORBELLS_UNSENT.inc(len(unsent))
+            log.warning("doorbells not sent: broker unavailable", extra={
+                "steps": unsent, "error": f"{type(error).__name__}: {error}"[:300]})
+            with self.db.session() as s:
+                s.execute(update(StepBell).where(StepBell.step.in_(unsent)).values(rung=False)
+                          .execution_options(synchronize_session=False))
 
     def answered(self, step: str) -> None:
         """A worker took the doorbell of ``step``: the next ring sends a new one."""
@@ -103,16 +123,23 @@ class Dispatcher:
             )
 
     def webhooks(self, delivery_ids: Sequence[str]) -> None:
+        """Send webhook deliveries (their rows are committed: one the broker does not take
+        stays pending and the reconciler sends it again)."""
         for delivery_id in delivery_ids:
-            self.broker.enqueue(
-                Message(
-                    queue_name=WEBHOOK_QUEUE,
-                    actor_name=DELIVER_WEBHOOK,
-                    args=(delivery_id,),
-                    kwargs={},
-                    options={"max_retries": self._webhook_retries},
+            try:
+                self.broker.enqueue(
+                    Message(
+                        queue_name=WEBHOOK_QUEUE,
+                        actor_name=DELIVER_WEBHOOK,
+                        args=(delivery_id,),
+                        kwargs={},
+                        options={"max_retries": self._webhook_retries},
+                    )
                 )
-            )
+            except Exception as exc:
+                log.warning("webhook delivery not sent: broker unavailable", extra={
+                    "delivery": delivery_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
+                return
 
 
 def _discarding(fn: Callable[[str], Any]) -> Callable[[str], None]:
