@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, Segment, StageRun
 from tests.fixtures import media
-from tests.fixtures.servers import free_port, serve
+from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
 pytestmark = pytest.mark.slow
 
@@ -102,15 +101,7 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
             assert r.status_code == 202, r.text
             if path in accepted:
                 assert r.json()["duplicate_of"] == accepted[path]
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            with database.session(write=False) as s:
-                open_jobs = s.scalar(select(func.count()).select_from(Job).where(
-                    Job.state.in_(("queued", "running"))))
-            if open_jobs == 0:
-                break
-            time.sleep(1)
-        assert open_jobs == 0
+        assert wait_jobs_done(database, 400) == 0
 
         with database.session(write=False) as s:
             assets = list(s.scalars(select(Asset)))

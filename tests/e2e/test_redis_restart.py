@@ -22,7 +22,7 @@ from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, Embedding, Job, Segment, StageRun
 from tests.conftest import require_service
 from tests.fixtures import media
-from tests.fixtures.servers import free_port, serve
+from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
 pytestmark = pytest.mark.slow
 
@@ -98,15 +98,7 @@ def test_redis_restarted_empty_mid_flight_loses_and_doubles_nothing(tmp_path: Pa
         broker.start()  # empty
         restarted = time.monotonic()
 
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            with database.session(write=False) as s:
-                open_jobs = s.scalar(select(func.count()).select_from(Job).where(
-                    Job.state.in_(("queued", "running"))))
-            if open_jobs == 0:
-                break
-            time.sleep(0.5)
-        assert open_jobs == 0
+        assert wait_jobs_done(database, 240) == 0
         # Not by waiting out the reconciler's staleness bound (120 s): what Redis lost, or
         # never took, was found at once and rung again.
         assert time.monotonic() - restarted < 60

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from kenning.cli.client import wait_ready
 from kenning.stores.blobs.s3 import S3BlobStore
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Asset, Job, StageRun
+from kenning.stores.metadata.tables import Asset, StageRun
 from tests.fixtures import media
 from tests.fixtures.s3 import BUCKET, SeaweedServer
-from tests.fixtures.servers import free_port, serve
+from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
 pytestmark = pytest.mark.slow
 
@@ -83,16 +83,7 @@ def test_an_s3_outage_during_ingest_loses_and_doubles_nothing(tmp_path: Path) ->
             send(texts[i:i + 5])
 
         database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
-        deadline = time.monotonic() + 180
-        open_jobs = -1
-        while time.monotonic() < deadline:
-            with database.session(write=False) as s:
-                open_jobs = s.scalar(select(func.count()).select_from(Job).where(
-                    Job.state.in_(("queued", "running")))) or 0
-            if open_jobs == 0:
-                break
-            time.sleep(0.5)
-        assert open_jobs == 0
+        assert wait_jobs_done(database, 180) == 0
         assert set(statuses) <= {202, 503}  # never a 500
         # Every text was accepted once, every asset is ready, its bytes whole in S3.
         assert sorted(accepted.values()) == sorted(texts)

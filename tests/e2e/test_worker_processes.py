@@ -35,7 +35,7 @@ from tests.conftest import fresh_postgres_database, require_service
 from tests.contract.test_broker_contract import REDIS_URL
 from tests.fixtures import media
 from tests.fixtures.s3 import s3_server
-from tests.fixtures.servers import free_port, serve
+from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
 pytestmark = pytest.mark.slow
 
@@ -136,16 +136,7 @@ def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(
         pid, assets_held = killed
         os.kill(pid, signal.SIGKILL)
 
-        deadline = time.monotonic() + 300
-        open_jobs = -1
-        while time.monotonic() < deadline:
-            with database.session(write=False) as s:
-                open_jobs = s.scalar(select(func.count()).select_from(Job).where(
-                    Job.state.in_(("queued", "running")))) or 0
-            if open_jobs == 0:
-                break
-            time.sleep(0.5)
-        assert open_jobs == 0
+        assert wait_jobs_done(database, 300) == 0
         assert server.poll() is None  # the server outlived its worker
 
         with database.session(write=False) as s:
