@@ -66,12 +66,18 @@ def serve(
     worker_processes: Annotated[int | None, typer.Option(
         help="Pipeline worker processes beside the API (0: threads in the API process).",
     )] = None,
+    api_only: Annotated[bool, typer.Option(
+        "--api-only", help="No pipeline work in or beside this server: `kenning worker` "
+        "processes elsewhere do it (the cluster profile: several servers, several workers, "
+        "sharing the database, the broker and the blob store).")] = False,
 ) -> None:
-    """Run the API and the pipeline workers (embedded profile)."""
+    """Run the API and the pipeline workers (embedded profile), or the API alone."""
     import uvicorn
 
     from kenning.cli.workers import WorkerSupervisor, share_metrics
 
+    if api_only:
+        workers, worker_processes = 0, 0
     settings = _settings(data_dir, host=host, port=port, workers=workers,
                          worker_processes=worker_processes)
     processes = settings.resolved_worker_processes if settings.run_workers else 0

@@ -1,0 +1,110 @@
+"""The cluster profile's shape: two `kenning serve --api-only` servers and two
+`kenning worker` processes, sharing metadata on PostgreSQL, work on Redis and blobs in
+S3. Ingest through either server; both workers do the work; both servers answer the
+same search (each server's indexes follow the shared index log)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from kenning.cli.client import wait_ready
+from kenning.stores.metadata import Database
+from kenning.stores.metadata.tables import Asset, StageRun
+from tests.conftest import fresh_postgres_database, require_service
+from tests.contract.test_broker_contract import REDIS_URL
+from tests.fixtures import media
+from tests.fixtures.s3 import s3_server
+from tests.fixtures.servers import free_port, serve, wait_jobs_done
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_api_servers_and_two_workers_share_one_cluster(tmp_path: Path) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+        reachable = True
+    except redis.ConnectionError:
+        reachable = False
+    require_service(f"Redis at {REDIS_URL}", reachable)
+    s3 = s3_server()
+    run = uuid.uuid4().hex[:12]
+    namespace = f"kenning-e2e-{run}"
+    articles = list({a.text: a for a in media.news()}.values())[:60]
+    processes: list[subprocess.Popen[bytes]] = []
+    with fresh_postgres_database() as database_url:
+        env = {"KENNING_DATABASE_URL": database_url, "KENNING_BROKER_URL": REDIS_URL,
+               "KENNING_BROKER_NAMESPACE": namespace,
+               "KENNING_BLOB_URL": f"s3://{s3.bucket}/cluster-{run}",
+               "KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
+               "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key,
+               "KENNING_STEP_BATCH_ITEMS": "8"}
+        try:
+            urls = []
+            for name in ("api-a", "api-b"):
+                folder = tmp_path / name
+                folder.mkdir()
+                port = free_port()
+                processes.append(serve(folder, port, "--api-only", env=env))
+                url = f"http://127.0.0.1:{port}"
+                wait_ready(url, alive=lambda p=processes[-1]: p.poll() is None, timeout_s=180)
+                urls.append(url)
+            for name in ("worker-1", "worker-2"):
+                folder = tmp_path / name
+                folder.mkdir()
+                log = (folder / "worker.log").open("ab")
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "kenning.cli.main", "worker", "--data-dir",
+                     str(folder), "--threads", "2"],
+                    stdout=log, stderr=subprocess.STDOUT,
+                    env={**os.environ, "KENNING_LOG_JSON": "true", **env}))
+            key = (tmp_path / "api-a" / "bootstrap_api_key").read_text().strip()
+            assert not (tmp_path / "api-b" / "bootstrap_api_key").exists()  # one tenant
+            headers = {"Authorization": f"Bearer {key}"}
+            accepted: dict[str, str] = {}
+            for i in range(0, len(articles), 10):
+                url = urls[(i // 10) % 2]  # alternate between the servers
+                items = [{"text": a.text, "title": a.title} for a in articles[i:i + 10]]
+                r = httpx.post(f"{url}/v1/assets/batch", headers=headers, timeout=60,
+                               json={"items": items})
+                assert r.status_code == 202, r.text
+                for a, result in zip(articles[i:i + 10], r.json()["results"], strict=True):
+                    accepted[result["accepted"]["asset_id"]] = a.title
+
+            database = Database(database_url)
+            assert wait_jobs_done(database, 300) == 0
+            with database.session(write=False) as s:
+                assert {a.status for a in s.scalars(select(Asset))} == {"ready"}
+                assert s.scalar(select(func.count()).select_from(Asset)) == len(accepted)
+                pids = {int(str(w).rsplit(":", 1)[1])
+                        for w in s.scalars(select(StageRun.worker).distinct())}
+            database.dispose()
+            assert pids == {p.pid for p in processes[2:]}  # both workers, and only they
+
+            # Either server finds what was ingested through the other.
+            title = articles[0].title
+            for url in urls:
+                hits = httpx.post(f"{url}/v1/search", headers=headers, timeout=60, json={
+                    "query": title, "mode": "hybrid", "limit": 5}).json()["hits"]
+                assert hits and accepted[hits[0]["asset_id"]] == title, (url, hits)
+        finally:
+            for proc in processes:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in processes:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            for key_name in client.scan_iter(match=f"{namespace}:*"):
+                client.delete(key_name)
