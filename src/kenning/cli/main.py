@@ -308,6 +308,36 @@ def similar(
 
 
 @app.command()
+def migrate(
+    to_database: Annotated[str, typer.Option(
+        help="SQLAlchemy URL of the target metadata store, e.g. "
+        "postgresql+psycopg://user@host/db (migrated to the current schema first).")],
+    to_blobs: Annotated[str | None, typer.Option(
+        help="Target blob store, e.g. s3://bucket/prefix (KENNING_S3_* give the endpoint "
+        "and keys); without it the blobs stay where they are.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Move this installation's metadata (and blobs) to other stores, verified by row
+    counts, row digests and blob keys. Stop the server first; run again to resume."""
+    from kenning.services.migrate import migrate as run_migration
+    from kenning.stores.bundle import make_blob_store
+    from kenning.stores.metadata import Database
+
+    settings = _settings(data_dir)
+    source = Database(settings.resolved_database_url)
+    source.upgrade()
+    target = Database(to_database)
+    target_blobs = (make_blob_store(settings.model_copy(update={"blob_url": to_blobs}))
+                    if to_blobs else None)
+    report = run_migration(
+        source, make_blob_store(settings), target, target_blobs,
+        progress=lambda name, n: console.print(f"{name}: {n} copied"))
+    _print(report.as_dict())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def status(data_dir: DataDir = None, api_url: ApiUrl = None) -> None:
     """Server readiness and queue depths."""
     client = _client(data_dir, api_url)

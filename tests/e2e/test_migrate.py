@@ -1,0 +1,109 @@
+"""`kenning migrate`: an embedded installation moved to PostgreSQL + S3 answers the same
+searches with the same top hits; a second run copies nothing (it resumes where the first
+stopped) and both runs verify counts, row digests and blobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kenning.cli.client import wait_ready
+from kenning.stores.blobs.s3 import S3BlobStore
+from kenning.stores.metadata import Database
+from tests.conftest import fresh_postgres_database
+from tests.fixtures import media
+from tests.fixtures.s3 import s3_server
+from tests.fixtures.servers import free_port, serve, wait_jobs_done
+
+pytestmark = pytest.mark.slow
+
+QUERIES = ["bushfires in New South Wales", "Afghanistan Taliban", "cricket match"]
+
+
+def _searches(url: str, headers: dict[str, str]) -> dict[str, list[str]]:
+    out = {}
+    for query in QUERIES:
+        for mode in ("keyword", "semantic", "hybrid"):
+            hits = httpx.post(f"{url}/v1/search", headers=headers, timeout=60, json={
+                "query": query, "mode": mode, "limit": 5}).json()["hits"]
+            out[f"{mode}: {query}"] = [h["asset_id"] for h in hits]
+    return out
+
+
+def _migrate(data_dir: Path, database_url: str, blobs: str, env: dict[str, str]) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "kenning.cli.main", "migrate", "--data-dir", str(data_dir),
+         "--to-database", database_url, "--to-blobs", blobs],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_an_embedded_installation_moves_to_postgresql_and_s3(tmp_path: Path) -> None:
+    s3 = s3_server()
+    s3_env = {"KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
+              "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key}
+    embedded = tmp_path / "embedded"
+    embedded.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = serve(embedded, port)
+    try:
+        wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
+        key = (embedded / "bootstrap_api_key").read_text().strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        articles = list({a.text: a for a in media.news()}.values())[:40]
+        r = httpx.post(f"{url}/v1/assets/batch", headers=headers, timeout=120, json={
+            "items": [{"text": a.text, "title": a.title} for a in articles]})
+        assert r.status_code == 202, r.text
+        image = media.image_names()[0]
+        r = httpx.post(f"{url}/v1/assets", headers=headers, timeout=120,
+                       files={"file": (image, media.image_bytes(image))})
+        assert r.status_code == 202, r.text
+        image_id = r.json()["asset_id"]
+        assert wait_jobs_done(Database(f"sqlite:///{embedded / 'kenning.db'}"), 300) == 0
+        before = _searches(url, headers)
+        assert all(before.values())
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+
+    prefix = f"migrated-{uuid.uuid4().hex[:12]}"
+    with fresh_postgres_database() as database_url:
+        first = _migrate(embedded, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
+        assert first["ok"] is True
+        assert first["tables"]["asset"]["rows"] == len(articles) + 1
+        assert first["blobs"]["copied"] == first["blobs"]["source"] > len(articles)
+        again = _migrate(embedded, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
+        assert again["ok"] is True  # resumable: the second run finds everything there
+        assert all(t["copied"] == 0 for t in again["tables"].values())
+        assert again["blobs"]["copied"] == 0
+        bucket = S3BlobStore(s3.bucket, prefix=prefix + "/", endpoint_url=s3.endpoint_url,
+                             access_key=s3.access_key, secret_key=s3.secret_key)
+        assert len(list(bucket.scan(float("inf")))) == first["blobs"]["source"]
+
+        cluster = tmp_path / "cluster"  # a new server: no local state but its indexes
+        cluster.mkdir()
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = serve(cluster, port, env={
+            "KENNING_DATABASE_URL": database_url,
+            "KENNING_BLOB_URL": f"s3://{s3.bucket}/{prefix}", **s3_env})
+        try:
+            wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
+            assert _searches(url, headers) == before  # the same key works, same top hits
+            thumb = httpx.get(f"{url}/v1/assets/{image_id}/thumbnail", headers=headers,
+                              timeout=60)
+            assert thumb.status_code == 200 and thumb.content[:3] in (b"\xff\xd8\xff", b"RIF")
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
