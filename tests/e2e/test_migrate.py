@@ -1,6 +1,6 @@
 """`kenning migrate`: an embedded installation moved to PostgreSQL + S3 answers the same
-searches with the same top hits; a second run copies nothing (it resumes where the first
-stopped) and both runs verify counts, row digests and blobs."""
+searches with the same top hits; a run SIGKILLed part way is resumed by the next, a
+further run copies nothing, and every run verifies counts, row digests and blobs."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
 from kenning.stores.blobs.s3 import S3BlobStore
 from kenning.stores.metadata import Database
+from kenning.stores.metadata.tables import Segment
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
 from tests.fixtures.s3 import s3_server
@@ -79,10 +82,33 @@ def test_an_embedded_installation_moves_to_postgresql_and_s3(tmp_path: Path) -> 
 
     prefix = f"migrated-{uuid.uuid4().hex[:12]}"
     with fresh_postgres_database() as database_url:
+        # Interrupted part way (SIGKILL, 5 rows per transaction), then run again.
+        killed = subprocess.Popen(
+            [sys.executable, "-m", "kenning.cli.main", "migrate", "--data-dir",
+             str(embedded), "--to-database", database_url, "--to-blobs",
+             f"s3://{s3.bucket}/{prefix}", "--batch-rows", "5"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **s3_env})
+        target = Database(database_url)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and killed.poll() is None:
+            try:
+                with target.session(write=False) as s:
+                    if s.scalar(select(func.count()).select_from(Segment)):
+                        break
+            except Exception:  # the schema is not there yet
+                pass
+            time.sleep(0.02)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(30)
+        with target.session(write=False) as s:
+            part = s.scalar(select(func.count()).select_from(Segment))
+        target.dispose()
         first = _migrate(embedded, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
         assert first["ok"] is True
         assert first["tables"]["asset"]["rows"] == len(articles) + 1
-        assert first["blobs"]["copied"] == first["blobs"]["source"] > len(articles)
+        assert part < first["tables"]["segment"]["rows"]  # it was stopped part way
+        assert first["tables"]["segment"]["copied"] == first["tables"]["segment"]["rows"] - part
+        assert first["blobs"]["source"] > len(articles)
         again = _migrate(embedded, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
         assert again["ok"] is True  # resumable: the second run finds everything there
         assert all(t["copied"] == 0 for t in again["tables"].values())

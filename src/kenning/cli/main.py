@@ -316,6 +316,8 @@ def migrate(
         help="Target blob store, e.g. s3://bucket/prefix (KENNING_S3_* give the endpoint "
         "and keys); without it the blobs stay where they are.")] = None,
     data_dir: DataDir = None,
+    batch_rows: Annotated[int, typer.Option(
+        min=1, help="Rows per copy transaction (memory and transaction size).")] = 2_000,
 ) -> None:
     """Move this installation's metadata (and blobs) to other stores, verified by row
     counts, row digests and blob keys. Stop the server first; run again to resume."""
@@ -330,7 +332,7 @@ def migrate(
     target_blobs = (make_blob_store(settings.model_copy(update={"blob_url": to_blobs}))
                     if to_blobs else None)
     report = run_migration(
-        source, make_blob_store(settings), target, target_blobs,
+        source, make_blob_store(settings), target, target_blobs, batch_rows=batch_rows,
         progress=lambda name, n: console.print(f"{name}: {n} copied"))
     _print(report.as_dict())
     if not report.ok:
