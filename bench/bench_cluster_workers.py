@@ -42,9 +42,8 @@ from kenning.settings import Settings  # noqa: E402
 from kenning.stores.metadata import Database  # noqa: E402
 from kenning.stores.metadata.tables import Asset, Job  # noqa: E402
 from tests.conftest import fresh_postgres_database  # noqa: E402
+from tests.fixtures.queues import REDIS_URL  # noqa: E402
 from tests.fixtures.s3 import SeaweedServer  # noqa: E402
-
-REDIS_URL = os.environ.get("KENNING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def open_jobs(db: Database) -> int:

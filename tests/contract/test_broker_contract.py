@@ -25,24 +25,19 @@ from typing import Any
 
 import dramatiq
 import pytest
-import redis
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware import Middleware
 
 from kenning.queue import QueueAdmin, SQLiteBroker
 from kenning.queue.redis_broker import RedisQueueBroker
-from tests.conftest import require_service
-from tests.fixtures.queues import next_message
+from tests.fixtures.queues import REDIS_URL, next_message, require_redis
 
 BrokerFactory = Callable[[Path], Broker]
 
 
 def make_sqlite(location: Path) -> Broker:
     return SQLiteBroker(location / "queue.db")
-
-
-REDIS_URL = os.environ.get("KENNING_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def make_redis(location: Path) -> Broker:
@@ -71,12 +66,7 @@ def factory(request: pytest.FixtureRequest) -> BrokerFactory:
 def broker(factory: BrokerFactory, tmp_path: Path) -> Iterator[Broker]:
     b = factory(tmp_path)
     if isinstance(b, RedisQueueBroker):
-        try:
-            b.client.ping()
-            reachable = True
-        except redis.ConnectionError:
-            reachable = False
-        require_service(f"Redis at {REDIS_URL}", reachable)
+        require_redis()
     assert isinstance(b, QueueAdmin)
     yield b
     b.close()

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, StageRun
-from tests.conftest import fresh_postgres_database, require_service
-from tests.contract.test_broker_contract import REDIS_URL
+from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
+from tests.fixtures.queues import REDIS_URL, require_redis
 from tests.fixtures.s3 import s3_server
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
@@ -30,13 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_api_servers_and_two_workers_share_one_cluster(tmp_path: Path) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-        reachable = True
-    except redis.ConnectionError:
-        reachable = False
-    require_service(f"Redis at {REDIS_URL}", reachable)
+    client = require_redis()
     s3 = s3_server()
     run = uuid.uuid4().hex[:12]
     namespace = f"kenning-e2e-{run}"

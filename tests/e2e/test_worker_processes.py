@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
@@ -31,9 +30,9 @@ from kenning.stores.metadata.tables import (
     Segment,
     StageRun,
 )
-from tests.conftest import fresh_postgres_database, require_service
-from tests.contract.test_broker_contract import REDIS_URL
+from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
+from tests.fixtures.queues import REDIS_URL, require_redis
 from tests.fixtures.s3 import s3_server
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
@@ -68,13 +67,7 @@ def profile(request: pytest.FixtureRequest) -> Iterator[Profile]:
     if request.param == "embedded":
         yield Profile({}, None)
         return
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-        reachable = True
-    except redis.ConnectionError:
-        reachable = False
-    require_service(f"Redis at {REDIS_URL}", reachable)
+    client = require_redis()
     server = s3_server()
     run = uuid.uuid4().hex[:12]
     namespace, prefix = f"kenning-e2e-{run}", f"e2e-{run}"
