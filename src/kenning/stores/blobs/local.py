@@ -143,8 +143,7 @@ class LocalBlobStore:
         removed = 0
         for path in self._tmp.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < older_than and _abandoned(path):
-                    path.unlink()
+                if path.stat().st_mtime < older_than and _remove_if_abandoned(path):
                     removed += 1
         return removed
 
@@ -158,10 +157,17 @@ class LocalBlobStore:
 
     @contextlib.contextmanager
     def _temp_file(self) -> Iterator[tuple[BinaryIO, Path]]:
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
-        tmp = Path(name)
-        if fcntl is not None:
+        while True:
+            fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+            tmp = Path(name)
+            if fcntl is None:
+                break
             fcntl.flock(fd, fcntl.LOCK_EX)  # "in progress" for sweep_temp
+            # Between mkstemp and flock a sweep may have taken the file for abandoned and
+            # unlinked it (a sweep unlinks only while it holds the lock): start again.
+            if os.fstat(fd).st_nlink > 0:
+                break
+            os.close(fd)
         try:
             with os.fdopen(fd, "wb") as fh:
                 yield fh, tmp
@@ -186,18 +192,28 @@ class LocalBlobStore:
         return folders
 
 
-def _abandoned(path: Path) -> bool:
-    """Whether no live writer holds the temporary file (always true without flock)."""
+def _remove_if_abandoned(path: Path) -> bool:
+    """Unlink the temporary file unless a live writer holds it; whether it was removed.
+
+    The file is unlinked while this sweep holds its lock, so a writer that locks it right
+    after ``mkstemp`` either gets the lock first (and the sweep leaves the file alone) or
+    gets it after the unlink and sees the file has no name any more (and starts again).
+    """
     if fcntl is None:
+        path.unlink()
         return True
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            return False  # the name now points at another file
+        path.unlink()
+        return True
     finally:
         os.close(fd)
-    return True
 
 
 def _fsync_dirs(folders: set[Path]) -> None:

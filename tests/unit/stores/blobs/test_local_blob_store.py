@@ -112,6 +112,37 @@ def test_sweep_temp_never_removes_a_write_in_progress(
     assert store.get(hashlib.sha256(b"y" * 100).hexdigest()) == b"y" * 100
 
 
+def test_a_sweep_between_a_temp_files_creation_and_its_lock_loses_no_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep runs in the instant after ``mkstemp`` and before the writer's ``flock``
+    (the file is then unlocked, so it looks abandoned): the put starts again on a new
+    temporary file and its bytes are stored (found by the delete/ingest race e2e)."""
+    import fcntl
+    import time
+
+    from kenning.stores.blobs import local
+
+    store = LocalBlobStore(tmp_path)
+    real_flock = fcntl.flock
+    swept: list[int] = []
+
+    class Fcntl:
+        LOCK_EX, LOCK_NB = fcntl.LOCK_EX, fcntl.LOCK_NB
+
+        @staticmethod
+        def flock(fd: int, op: int) -> None:
+            if op == fcntl.LOCK_EX and not swept:  # the writer, first time: sweep first
+                swept.append(store.sweep_temp(time.time() + 60))
+            real_flock(fd, op)
+
+    monkeypatch.setattr(local, "fcntl", Fcntl)
+    keys = store.put_many([b"first bytes", b"second bytes"])
+    assert swept == [1]  # the sweep did remove the unlocked temporary file
+    assert [store.get(k) for k in keys] == [b"first bytes", b"second bytes"]
+    assert list((tmp_path / ".tmp").iterdir()) == []
+
+
 def _same_folder_datas(count: int) -> list[bytes]:
     """``count`` distinct contents whose keys share one fan-out folder (``ab/cd``)."""
     by_folder: dict[str, list[bytes]] = {}
