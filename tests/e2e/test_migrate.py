@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from kenning.cli.client import wait_ready
 from kenning.stores.blobs.s3 import S3BlobStore
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Segment
+from kenning.stores.metadata.tables import Segment, StageRun
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
 from tests.fixtures.s3 import s3_server
@@ -98,16 +98,18 @@ def test_an_embedded_installation_moves_to_postgresql_and_s3(tmp_path: Path) -> 
             except Exception:  # the schema is not there yet
                 pass
             time.sleep(0.02)
+        assert killed.poll() is None, "the migration ended before it could be stopped"
         killed.send_signal(signal.SIGKILL)
-        killed.wait(30)
+        assert killed.wait(30) == -signal.SIGKILL
         with target.session(write=False) as s:
-            part = s.scalar(select(func.count()).select_from(Segment))
+            part = s.scalar(select(func.count()).select_from(StageRun))  # copied last
         target.dispose()
         first = _migrate(embedded, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
         assert first["ok"] is True
         assert first["tables"]["asset"]["rows"] == len(articles) + 1
-        assert part < first["tables"]["segment"]["rows"]  # it was stopped part way
-        assert first["tables"]["segment"]["copied"] == first["tables"]["segment"]["rows"] - part
+        runs = first["tables"]["stage_run"]
+        assert part < runs["rows"]  # stopped part way; the rerun copied exactly the rest
+        assert runs["copied"] == runs["rows"] - part
         assert first["blobs"]["source"] > len(articles)
         again = _migrate(embedded, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
         assert again["ok"] is True  # resumable: the second run finds everything there
