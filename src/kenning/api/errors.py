@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from kenning.api.bodies import invalid_json
@@ -95,6 +96,8 @@ def _validation_response(exc: RequestValidationError | ValidationError) -> JSONR
     )
 
 
+DATABASE_RETRY_AFTER_S = 5
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
                403: "forbidden", 413: "payload_too_large"}
 
@@ -125,6 +128,16 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        # The metadata store does not answer (restarting, unreachable, locked past its
+        # busy timeout): nothing was half written (transactions roll back); come back.
+        log.error("database unavailable", extra={"error": f"{type(exc).__name__}"})
+        return JSONResponse(
+            error_body("store_unavailable", "the database is unavailable; retry shortly"),
+            503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -32,6 +32,7 @@ from typing import Any
 
 from dramatiq.common import compute_backoff
 from sqlalchemy import select, tuple_
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from kenning.errors import Unavailable
 from kenning.media.kinds import MediaKind
@@ -62,6 +63,9 @@ from kenning.stores.metadata.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+_SETTLE_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+"""Pauses between tries of a settle while the database does not answer (about a minute)."""
 
 
 Ring = Callable[..., None]
@@ -237,7 +241,7 @@ class StepRunner:
                 for name in item.runs:
                     item.outcomes.setdefault(name, _Outcome(error=exc))
         if not self._pipelined(step):
-            self._settle(step, claimed, items)
+            self._settle_retrying(step, claimed, items)
             return
         assert self._settler is not None
         with self._settling_lock:
@@ -250,9 +254,27 @@ class StepRunner:
 
     def _settle_logged(self, step: str, claimed: Sequence[ClaimedRun], items: list[_Item]) -> None:
         try:
-            self._settle(step, claimed, items)
+            self._settle_retrying(step, claimed, items)
         except Exception:  # the runs stay leased; the reconciler takes them back
             log.exception("settling a batch failed", extra={"step": step})
+
+    def _settle_retrying(
+        self, step: str, claimed: Sequence[ClaimedRun], items: list[_Item]
+    ) -> None:
+        """Settle; while the database does not answer (a restart, a failover), try again
+        with backoff for about a minute rather than leave finished work to a lease expiry.
+        A settle is fenced on the claims' attempts, so one that committed before its
+        connection dropped makes the next try change nothing."""
+        for delay in (*_SETTLE_RETRY_S, None):
+            try:
+                self._settle(step, claimed, items)
+                return
+            except (OperationalError, InterfaceError):
+                if delay is None:
+                    raise
+                log.warning("database unavailable while settling; trying again",
+                            extra={"step": step, "in_s": delay})
+                time.sleep(delay)
 
     def close(self) -> None:
         """Wait for settles still behind (a stopping worker finishes what it ran)."""

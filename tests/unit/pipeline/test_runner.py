@@ -242,3 +242,34 @@ def test_a_store_outage_is_waited_out_and_never_counts_as_an_attempt(world: Any)
         text = s.scalar(select(Feature.output).where(Feature.asset_id == asset,
                                                      Feature.name == "t.text"))
     assert text == "a story while the store is down"
+
+
+def test_a_settle_is_tried_again_while_the_database_does_not_answer(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from kenning.pipeline import runner as runner_module
+
+    runner, stores, tenant, _read, _shout, _outbox = world
+    (asset,) = _ingest(runner, stores, tenant, ["a story settled after a restart"])
+    real, failures = runner._settle, []
+
+    def flaky(*args: Any) -> None:
+        if len(failures) < 2:  # the database restarts: two tries meet it down
+            failures.append(1)
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        real(*args)
+
+    monkeypatch.setattr(runner_module, "_SETTLE_RETRY_S", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(runner, "_settle", flaky)
+    assert runner.run_step("t:t.read+t.shout") == 2
+    assert len(failures) == 2
+    assert _states(stores, asset)["t.shout"] == ("succeeded", 1)  # settled, not leased
+
+    failures.clear()
+    monkeypatch.setattr(runner_module, "_SETTLE_RETRY_S", ())  # no retries left: it raises
+    (other,) = _ingest(runner, stores, tenant, ["another story"])
+    with pytest.raises(OperationalError):
+        runner.run_step("t:t.read+t.shout")
+    assert _states(stores, other)["t.read"] == ("running", 1)  # left to its lease
