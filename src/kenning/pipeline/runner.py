@@ -64,6 +64,9 @@ from kenning.stores.metadata.tables import (
 
 log = logging.getLogger(__name__)
 
+_DATABASE_RETRY_S = 5
+"""How long a run waits when the database failed it mid-step (not an attempt)."""
+
 _SETTLE_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 """Pauses between tries of a settle while the database does not answer (about a minute)."""
 
@@ -124,6 +127,9 @@ class StepRunner:
         self._settling_lock = threading.Lock()
         # Claiming a model step's next batch while the current one is on the model.
         self._ahead = ThreadPoolExecutor(2, thread_name_prefix="claim-ahead")
+        # Claims whose batch could not be read (the database went away after the claim).
+        self._unread: list[tuple[str, list[ClaimedRun]]] = []
+        self._unread_lock = threading.Lock()
 
     def _members(self, step: str) -> list[Processor]:
         names = step.split(":", 1)[-1].split("+")
@@ -156,11 +162,12 @@ class StepRunner:
         longest batch so far).
         """
         self.deliveries += 1
+        self._return_unread()
         claimed = self._claim(step)
         if not claimed:
             self.noops += 1
             return 0
-        items = self._load(claimed)
+        items = self._load_or_return(step, claimed)
         if not self._pipelined(step):
             self.execute(step, claimed, items)
             return len(claimed)
@@ -205,7 +212,28 @@ class StepRunner:
 
     def _claim_and_load(self, step: str) -> tuple[list[ClaimedRun], list[_Item]]:
         claimed = self._claim(step, ahead=True)
-        return claimed, self._load(claimed) if claimed else []
+        return claimed, self._load_or_return(step, claimed) if claimed else []
+
+    def _load_or_return(self, step: str, claimed: list[ClaimedRun]) -> list[_Item]:
+        """Read a claimed batch; if the database stops answering after the claim
+        committed, the claims are given back as soon as it answers again (the next
+        delivery tries), not left to their lease."""
+        try:
+            return self._load(claimed)
+        except (OperationalError, InterfaceError):
+            with self._unread_lock:
+                self._unread.append((step, claimed))
+            raise
+
+    def _return_unread(self) -> None:
+        with self._unread_lock:
+            unread, self._unread = self._unread, []
+        for step, runs in unread:
+            try:
+                self._give_back(step, runs)
+            except (OperationalError, InterfaceError):
+                with self._unread_lock:
+                    self._unread.append((step, runs))  # still down: the next delivery tries
 
     def _give_back(self, step: str, claimed: list[ClaimedRun]) -> None:
         with self.stores.db.session() as s:
@@ -514,14 +542,15 @@ class StepRunner:
                     err = outcome.error
                     run.error = f"{type(err).__name__}: {err}"[:2000]
                     run.duration_ms = outcome.seconds * 1000
-                    if isinstance(err, Unavailable):
+                    if isinstance(err, Unavailable | OperationalError | InterfaceError):
                         # A store did not answer: the processor never got its input, so
                         # the attempt does not count (an outage must not dead-letter
                         # work); the run waits out the store's retry hint.
                         run.state, run.enqueued_at = "queued", now
                         run.attempts -= 1
-                        run.not_before = now + timedelta(seconds=err.retry_after)
-                        retry_after.append(float(err.retry_after))
+                        wait = getattr(err, "retry_after", _DATABASE_RETRY_S)
+                        run.not_before = now + timedelta(seconds=wait)
+                        retry_after.append(float(wait))
                     elif run.attempts > self.settings.max_retries:
                         run.state, run.finished_at = "failed", now
                         load[run.tenant_id] -= 1

@@ -273,3 +273,24 @@ def test_a_settle_is_tried_again_while_the_database_does_not_answer(
     with pytest.raises(OperationalError):
         runner.run_step("t:t.read+t.shout")
     assert _states(stores, other)["t.read"] == ("running", 1)  # left to its lease
+
+
+def test_claims_whose_batch_could_not_be_read_are_given_back_when_the_database_answers(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    runner, stores, tenant, _read, _shout, _outbox = world
+    (asset,) = _ingest(runner, stores, tenant, ["claimed just before a restart"])
+    real = runner._load
+
+    def down(*_: Any) -> Any:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(runner, "_load", down)
+    with pytest.raises(OperationalError):
+        runner.run_step("t:t.read+t.shout")  # the claim committed, the read failed
+    assert _states(stores, asset)["t.read"] == ("running", 1)
+    monkeypatch.setattr(runner, "_load", real)
+    assert runner.run_step("t:t.read+t.shout") == 2  # given back first, then claimed
+    assert _states(stores, asset)["t.read"] == ("succeeded", 1)  # not an attempt lost
