@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -16,8 +15,9 @@ from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Asset, Embedding, Segment, StageRun
+from kenning.stores.metadata.tables import Asset
 from tests.fixtures import media
+from tests.fixtures.outcomes import PatientClient, assert_each_asset_done_once
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
@@ -37,35 +37,12 @@ def test_a_postgres_crash_mid_flight_loses_and_doubles_nothing(tmp_path: Path) -
     url = f"http://127.0.0.1:{port}"
     server = serve(data_dir, port, "--worker-processes", "1",
                    env={"KENNING_DATABASE_URL": pg.url, "KENNING_STEP_BATCH_ITEMS": "8"})
-    statuses: Counter[int] = Counter()
-    accepted: dict[str, str] = {}
-    lock = threading.Lock()
     try:
         wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
         key = (data_dir / "bootstrap_api_key").read_text().strip()
-        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                            timeout=60)
-
-        def send(batch: list[str]) -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    r = http.post("/v1/assets/batch",
-                                  json={"items": [{"text": t} for t in batch]})
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-                    continue
-                with lock:
-                    statuses[r.status_code] += 1
-                if r.status_code == 202:
-                    with lock:
-                        for text, result in zip(batch, r.json()["results"], strict=True):
-                            accepted[result["accepted"]["asset_id"]] = text
-                    return
-                assert r.status_code == 503, r.text
-                assert r.json()["error"]["code"] == "store_unavailable"
-                time.sleep(min(float(r.headers["Retry-After"]), 1.0))
-            raise AssertionError("a batch was never accepted")
+        client = PatientClient(httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60))
+        send = client.send
 
         for i in range(0, 120, 20):
             send(texts[i:i + 20])
@@ -86,28 +63,15 @@ def test_a_postgres_crash_mid_flight_loses_and_doubles_nothing(tmp_path: Path) -
         during.start()
         while time.monotonic() - down_at < DOWN_S:
             time.sleep(0.1)
-        assert statuses[503] >= 1, "no request met the outage"
+        assert client.statuses[503] >= 1, "no request met the outage"
         pg.start()
         during.join(150)
         assert not during.is_alive()
 
         assert wait_jobs_done(database, 240) == 0
-        assert set(statuses) <= {202, 503}  # never a 500
-        assert sorted(accepted.values()) == sorted(texts)  # every text accepted once
-        with database.session(write=False) as s:
-            assets = list(s.scalars(select(Asset)))
-            assert sorted(a.id for a in assets) == sorted(accepted)
-            assert {a.status for a in assets} == {"ready"}
-            assert {r.state for r in s.scalars(select(StageRun))} == {"succeeded"}
-            doubled = s.execute(
-                select(Segment.asset_id, Segment.producer, Segment.seq)
-                .group_by(Segment.asset_id, Segment.producer, Segment.seq)
-                .having(func.count() > 1)).all()
-            assert doubled == []
-            chunks = s.scalar(select(func.count()).select_from(Segment).where(
-                Segment.kind == "chunk"))
-            assert s.scalar(select(func.count()).select_from(Embedding)) == (
-                chunks + len(accepted))
+        assert set(client.statuses) <= {202, 503}  # never a 500
+        assert sorted(client.accepted.values()) == sorted(texts)  # every text accepted once
+        assert_each_asset_done_once(database, client.accepted)
         database.dispose()
     finally:
         if server.poll() is None:

@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Asset, Embedding, Job, Segment, StageRun
+from kenning.stores.metadata.tables import Job
 from tests.conftest import require_service
 from tests.fixtures import media
+from tests.fixtures.outcomes import assert_each_asset_done_once
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
 pytestmark = pytest.mark.slow
@@ -102,20 +103,7 @@ def test_redis_restarted_empty_mid_flight_loses_and_doubles_nothing(tmp_path: Pa
         # Not by waiting out the reconciler's staleness bound (120 s): what Redis lost, or
         # never took, was found at once and rung again.
         assert time.monotonic() - restarted < 60
-        with database.session(write=False) as s:
-            assets = list(s.scalars(select(Asset)))
-            assert sorted(a.id for a in assets) == sorted(accepted)
-            assert {a.status for a in assets} == {"ready"}
-            assert {r.state for r in s.scalars(select(StageRun))} == {"succeeded"}
-            doubled = s.execute(
-                select(Segment.asset_id, Segment.producer, Segment.seq)
-                .group_by(Segment.asset_id, Segment.producer, Segment.seq)
-                .having(func.count() > 1)).all()
-            assert doubled == []
-            chunks = s.scalar(select(func.count()).select_from(Segment).where(
-                Segment.kind == "chunk"))
-            vectors = s.scalar(select(func.count()).select_from(Embedding))
-            assert vectors == chunks + len(accepted)
+        assert_each_asset_done_once(database, accepted)
         database.dispose()
     finally:
         if server.poll() is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from kenning.stores.blobs.s3 import S3BlobStore
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, StageRun
 from tests.fixtures import media
+from tests.fixtures.outcomes import PatientClient
 from tests.fixtures.s3 import BUCKET, SeaweedServer
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
@@ -39,32 +39,13 @@ def test_an_s3_outage_during_ingest_loses_and_doubles_nothing(tmp_path: Path) ->
         "KENNING_BLOB_URL": f"s3://{BUCKET}/outage", "KENNING_S3_ENDPOINT_URL": info.endpoint_url,
         "KENNING_S3_ACCESS_KEY": info.access_key, "KENNING_S3_SECRET_KEY": info.secret_key,
         "KENNING_STEP_BATCH_ITEMS": "8"})
-    statuses: Counter[int] = Counter()
-    accepted: dict[str, str] = {}  # asset id -> text
-    lock = threading.Lock()
     try:
         wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
         key = (data_dir / "bootstrap_api_key").read_text().strip()
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
                             timeout=60)
-
-        def send(batch: list[str]) -> None:
-            """POST the batch until it is accepted, honouring Retry-After."""
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                r = http.post("/v1/assets/batch", json={"items": [{"text": t} for t in batch]})
-                with lock:
-                    statuses[r.status_code] += 1
-                if r.status_code == 202:
-                    results = r.json()["results"]
-                    with lock:
-                        for text, result in zip(batch, results, strict=True):
-                            accepted[result["accepted"]["asset_id"]] = text
-                    return
-                assert r.status_code == 503, r.text  # nothing but "come back later"
-                assert r.json()["error"]["code"] == "store_unavailable"
-                time.sleep(min(float(r.headers["Retry-After"]), 1.0))
-            raise AssertionError("a batch was never accepted")
+        client = PatientClient(http)
+        send, statuses, accepted = client.send, client.statuses, client.accepted
 
         for i in range(0, 20, 5):
             send(texts[i:i + 5])
