@@ -47,7 +47,8 @@ _DESCRIPTIONS = {
     415: "The content type or the sniffed media type is not supported.",
     422: "The input is malformed or invalid (strict JSON, schema, values).",
     429: "Too much queued work (`backpressure`); retry after `Retry-After` seconds.",
-    503: "Not ready.",
+    503: "A store does not answer (`store_unavailable`: the database restarting, the blob "
+         "store unreachable); nothing was half written; retry after `Retry-After` seconds.",
 }
 
 
@@ -59,7 +60,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": _DESCRIPTIONS[status],
             "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
         }
-        if status == 429:
+        if status in (429, 503):
             out[status]["headers"] = {
                 "Retry-After": {"schema": {"type": "integer"},
                                 "description": "Seconds to wait before retrying."}

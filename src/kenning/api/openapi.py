@@ -4,7 +4,8 @@ Some routes parse their bodies themselves (multipart or JSON on one path, a batc
 counted before it is validated), so FastAPI does not see their models; their schemas
 are added to ``components`` here. The door's own refusals are documented where they
 can happen: 413 on every route that reads a body (the body limit), 422 on every /v1
-route (no U+0000 in a query string).
+route (no U+0000 in a query string), 503 on every /v1 route (a store that does not
+answer, with Retry-After).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def install_openapi(app: FastAPI, body_models: Sequence[type[BaseModel]]) -> Non
 def _document_the_door(schema: dict[str, Any]) -> None:
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
-            extra = [422] if path.startswith("/v1/") else []
+            # Every /v1 route reads the metadata store (its key, at least): 503 when the
+            # store does not answer.
+            extra = [422, 503] if path.startswith("/v1/") else []
             if method in ("post", "put", "patch"):
                 extra.append(413)
             responses = operation.setdefault("responses", {})
