@@ -9,12 +9,15 @@ adapters implement the same protocol and run the same contract tests.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["DeadLetter", "QueueAdmin", "QueueDepth"]
+from dramatiq.broker import MessageProxy
+
+__all__ = ["DeadLetter", "QueueAdmin", "QueueDepth", "failure_reason"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +101,14 @@ class QueueAdmin(Protocol):
         Returns how many were deleted.
         """
         ...
+
+
+def failure_reason(message: MessageProxy) -> str | None:
+    """The traceback dramatiq's Retries middleware stored, else the stuffed exception."""
+    reason = message.options.get("traceback")
+    if isinstance(reason, str):
+        return reason
+    exc = getattr(message, "_exception", None)
+    if isinstance(exc, BaseException):
+        return "".join(traceback.format_exception_only(exc)).strip()
+    return None

@@ -26,8 +26,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
-from kenning.queue.protocol import DeadLetter, QueueDepth
-from kenning.queue.sqlite_consumer import failure_reason
+from kenning.queue.protocol import DeadLetter, QueueDepth, failure_reason
 
 __all__ = ["RedisQueueBroker"]
 

@@ -11,7 +11,6 @@ import dataclasses
 import sqlite3
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
+from kenning.queue.protocol import failure_reason
 from kenning.queue.sqlite_db import now_ms
 from kenning.queue.sqlite_store import ClaimedRow
 
@@ -75,17 +75,6 @@ def _row_id(message: MessageProxy) -> int:
     if not isinstance(message, SQLiteMessageProxy):
         raise TypeError(f"{message!r} was not delivered by an SQLiteBroker consumer")
     return message.row_id
-
-
-def failure_reason(message: MessageProxy) -> str | None:
-    """The traceback dramatiq's Retries middleware stored, else the stuffed exception."""
-    reason = message.options.get("traceback")
-    if isinstance(reason, str):
-        return reason
-    exc = getattr(message, "_exception", None)
-    if isinstance(exc, BaseException):
-        return "".join(traceback.format_exception_only(exc)).strip()
-    return None
 
 
 class SQLiteConsumer(Consumer):

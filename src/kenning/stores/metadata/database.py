@@ -124,6 +124,12 @@ class Database:
         self.engine.dispose()
 
 
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's ``INSERT`` (both have ``ON CONFLICT``)."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert(table)
+
+
 def insert_ignore(
     session: Session, table: Any, rows: list[dict[str, Any]], *,
     update: dict[str, Any] | None = None, on: list[str] | None = None,
@@ -137,8 +143,7 @@ def insert_ignore(
     """
     if not rows:
         return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table)
+    statement = _insert(session, table)
     if update is not None:
         statement = statement.on_conflict_do_update(index_elements=on, set_=update)
     else:
@@ -153,8 +158,7 @@ def upsert_add(
     exists: one ``INSERT ... ON CONFLICT DO UPDATE`` statement for all rows."""
     if not rows:
         return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table)
+    statement = _insert(session, table)
     statement = statement.on_conflict_do_update(
         index_elements=[key],
         set_={column: getattr(table, column) + getattr(statement.excluded, column)},
