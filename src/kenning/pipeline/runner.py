@@ -207,7 +207,12 @@ class StepRunner:
         if claimed:
             STEP_BATCH_SIZE.labels(step).observe(len({c.job_id for c in claimed}))
             if self._full(step, claimed):
-                self._ring([step])
+                try:
+                    self._ring([step])
+                except (OperationalError, InterfaceError):
+                    # The claim is committed: never lose it to a doorbell for the next
+                    # batch (the reconciler rings for work left waiting).
+                    log.warning("could not ring for the next batch", extra={"step": step})
         return claimed
 
     def _claim_and_load(self, step: str) -> tuple[list[ClaimedRun], list[_Item]]:
