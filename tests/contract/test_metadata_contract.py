@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from kenning.errors import Conflict, Unauthorized
 from kenning.hosts import worker_id
 from kenning.media.kinds import MediaKind
-from kenning.pipeline import jobs
-from kenning.pipeline.claims import ClaimedRun, claim_batch
+from kenning.pipeline import claims, jobs
+from kenning.pipeline.claims import Claim, ClaimedRun, claim_batch
 from kenning.pipeline.dag import dependents, plan
 from kenning.pipeline.processor import Processor
 from kenning.pipeline.registry import ProcessorRegistry
@@ -558,7 +558,7 @@ def test_batch_claims_are_disjoint_under_concurrency(
         barrier.wait()
         with db.session() as s:
             return claim_batch(s, TEXT_STEP, now=utcnow(), lease=timedelta(minutes=5),
-                               max_items=4, max_bytes=10**9)
+                               max_items=4, max_bytes=10**9).runs
 
     with ThreadPoolExecutor(threads) as pool:
         batches = list(pool.map(claim, range(threads)))
@@ -575,10 +575,34 @@ def test_batch_claims_are_disjoint_under_concurrency(
     # Whatever is left is still queued, and claimed by the next workers, never twice.
     with db.session() as s:
         again = claim_batch(s, TEXT_STEP, now=utcnow(), lease=timedelta(minutes=5),
-                            max_items=100, max_bytes=10**9)
+                            max_items=100, max_bytes=10**9).runs
     assert not {c.id for c in again} & running
     assert {c.job_id for c in again if c.job_id in job_ids} == job_ids - {
         c.job_id for c in claimed}
+
+
+def own_step(db: Database, tenant_jobs: Iterable[tuple[str, int]]) -> tuple[str, list[str]]:
+    """Start ``count`` text jobs per tenant, oldest first in the order given, on a step
+    of their own (so runs other tests of the module left queued never join the claim).
+    Returns the step and the job ids in order."""
+    step = f"{TEXT_STEP}#{uuid.uuid4().hex[:8]}"
+    job_ids = [start_job(db, add_asset(db, tenant))[0]
+               for tenant, count in tenant_jobs for _ in range(count)]
+    with db.session() as s:
+        s.execute(update(StageRun).where(StageRun.job_id.in_(job_ids)).values(step=step))
+    return step, job_ids
+
+
+def ready_runs(db: Database, job_id: str) -> set[str]:
+    with db.session(write=False) as s:
+        return set(s.scalars(select(StageRun.id).where(StageRun.job_id == job_id,
+                                                       StageRun.state == "queued")))
+
+
+def claim(db: Database, step: str, max_items: int) -> Claim:
+    with db.session() as s:
+        return claim_batch(s, step, now=utcnow(), lease=timedelta(minutes=5),
+                           max_items=max_items, max_bytes=10**9)
 
 
 def test_claims_deal_round_robin_between_tenants(
@@ -586,14 +610,63 @@ def test_claims_deal_round_robin_between_tenants(
 ) -> None:
     """A tenant with a backlog does not crowd out one that ingests later."""
     flood, late = (tenants.create_tenant(f"t-{uuid.uuid4().hex}") for _ in range(2))
-    for _ in range(20):
-        start_job(db, add_asset(db, flood))
-    start_job(db, add_asset(db, late))
-    with db.session() as s:
-        batch = claim_batch(s, TEXT_STEP, now=utcnow(), lease=timedelta(minutes=5),
-                            max_items=4, max_bytes=10**9)
+    step, _ = own_step(db, [(flood, 20), (late, 1)])
+    batch = claim(db, step, max_items=4).runs
     owners = [c.tenant_id for c in batch]
     assert late in owners and len({c.job_id for c in batch}) == 4
+
+
+def test_a_backlog_deeper_than_the_window_hides_no_tenant(
+    db: Database, stores: Stores, tenants: TenantService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window of oldest runs holds only the flood's first jobs; the tenants behind
+    it are found by the loose index scan and dealt in, each of them, batch by batch."""
+    monkeypatch.setattr(claims, "_CANDIDATES_PER_ITEM", 1)
+    flood = tenants.create_tenant(f"t-{uuid.uuid4().hex}")
+    late = [tenants.create_tenant(f"t-{uuid.uuid4().hex}") for _ in range(5)]
+    step, _ = own_step(db, [(flood, 30), *((t, 1) for t in late)])
+    first = claim(db, step, max_items=4).runs
+    assert flood in {c.tenant_id for c in first}
+    assert len({c.tenant_id for c in first}) == 4  # the flood and three tenants behind it
+    served = {c.tenant_id for c in first}
+    served |= {c.tenant_id for c in claim(db, step, max_items=4).runs}
+    assert set(late) <= served  # two batches reach all five tenants behind the backlog
+
+
+def test_a_claim_takes_a_job_whole_when_the_window_cuts_it(
+    db: Database, stores: Stores, tenant_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(claims, "_CANDIDATES_PER_ITEM", 1)  # a window of one run
+    step, job_ids = own_step(db, [(tenant_id, 3)])
+    whole = ready_runs(db, job_ids[0])
+    assert len(whole) > 1
+    got = claim(db, step, max_items=1)
+    assert {c.id for c in got.runs} == whole and not got.contended
+
+
+def test_a_claim_never_waits_on_runs_another_claim_holds(
+    db: Database, stores: Stores, tenant_id: str
+) -> None:
+    """Another transaction holds one run of the oldest job (as a concurrent claim
+    would): the claim neither waits for it (two claims waiting on each other was a
+    deadlock on PostgreSQL) nor splits that job; it takes the next job, reports the
+    contention (so the step is rung again) and the held job is claimed whole later."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: a claim cannot meet a held row")
+    step, job_ids = own_step(db, [(tenant_id, 2)])
+    held_job, free_job = job_ids
+    held_runs, free_runs = ready_runs(db, held_job), ready_runs(db, free_job)
+    one = sorted(held_runs)[0]
+    with db.engine.connect() as other:
+        other.execute(select(StageRun.id).where(StageRun.id == one).with_for_update())
+        with db.session() as s:
+            s.execute(text("SET LOCAL lock_timeout = '3s'"))
+            got = claim_batch(s, step, now=utcnow(), lease=timedelta(minutes=5),
+                              max_items=2, max_bytes=10**9)
+        other.rollback()
+    assert {c.id for c in got.runs} == free_runs and got.contended
+    again = claim(db, step, max_items=2)
+    assert {c.id for c in again.runs} == held_runs and not again.contended
 
 
 def test_runner_drives_a_text_job_to_done(

@@ -197,22 +197,23 @@ class StepRunner:
         limit = self.time_limit_s(step)
         lease = timedelta(seconds=limit * (2 if ahead else 1) + 30)
         with self.stores.db.session() as s:
-            claimed = claim_batch(
+            claim = claim_batch(
                 s, step, now=utcnow(), lease=lease,
                 max_items=self.batch_items(step),
                 max_bytes=self.settings.step_batch_bytes, answers_bell=not ahead,
             )
+        claimed = claim.runs
         if not ahead:
             STEP_DELIVERIES.labels(step, "work" if claimed else "noop").inc()
         if claimed:
             STEP_BATCH_SIZE.labels(step).observe(len({c.job_id for c in claimed}))
-            if self._full(step, claimed):
-                try:
-                    self._ring([step])
-                except (OperationalError, InterfaceError):
-                    # The claim is committed: never lose it to a doorbell for the next
-                    # batch (the reconciler rings for work left waiting).
-                    log.warning("could not ring for the next batch", extra={"step": step})
+        if claim.contended or (claimed and self._full(step, claimed)):
+            try:
+                self._ring([step])
+            except (OperationalError, InterfaceError):
+                # The claim is committed: never lose it to a doorbell for the next
+                # batch (the reconciler rings for work left waiting).
+                log.warning("could not ring for the next batch", extra={"step": step})
         return claimed
 
     def _claim_and_load(self, step: str) -> tuple[list[ClaimedRun], list[_Item]]:

@@ -187,7 +187,7 @@ def test_a_worker_that_lost_its_lease_changes_nothing(world: Any) -> None:
         from kenning.pipeline.claims import claim_batch
 
         claimed = claim_batch(s, step, now=utcnow(), lease=timedelta(seconds=60),
-                              max_items=8, max_bytes=10**9)
+                              max_items=8, max_bytes=10**9).runs
     # Its lease runs out and another worker claims the same runs (attempt 2).
     with stores.db.session() as s:
         s.execute(update(StageRun).where(StageRun.step == step)

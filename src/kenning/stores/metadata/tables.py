@@ -125,6 +125,7 @@ class StageRun(Base):
         Index("ix_stage_state_lease", "state", "lease_until"),
         Index("ix_stage_claim", "step", "state", "not_before"),
         Index("ix_stage_tenant_state", "tenant_id", "state"),
+        Index("ix_stage_step_tenant", "step", "state", "tenant_id", "enqueued_at"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     job_id: Mapped[str] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
