@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         description="Where media bytes live: default is the folder data_dir/blobs; "
         "s3://bucket/prefix for an S3-compatible store (the s3 extra).",
     )
+    vector_url: str | None = Field(
+        None,
+        description="Where dense vectors are indexed: default is faiss snapshots in "
+        "data_dir/index (each searching process holds its own copy); "
+        "postgresql+psycopg://... for one shared pgvector index (HNSW per namespace).",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint for blob_url (SeaweedFS, MinIO...); default AWS.",
     )

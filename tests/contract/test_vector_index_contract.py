@@ -1,33 +1,49 @@
 """Contract for every VectorIndex: add a factory to FACTORIES to run it against a new one.
 
 A factory takes a folder private to the test and returns an index; calling it again with
-the same folder after ``save()`` must reopen the saved state (a pgvector factory would map
-the folder to a schema or table prefix).
+the same folder after ``save()`` must reopen the saved state (the pgvector factory maps
+the folder to a table prefix in one database).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kenning.stores.vectors import FaissVectorIndex, VectorIndex
+from kenning.stores.vectors.pgvector_index import PgVectorIndex
+from tests.fixtures.pgvector import pgvector_server, pgvector_url
+
+__all__ = ["pgvector_server", "pgvector_url"]  # fixtures the pgvector factory uses
 
 VectorIndexFactory = Callable[[Path], VectorIndex]
 
-FACTORIES = [
-    pytest.param(lambda root: FaissVectorIndex(root / "vectors"), id="faiss"),
-]
+FACTORIES = ["faiss", "pgvector"]
 
 DIM = 48
 NS = "tenant-a/use-multilingual-v3"
 
 
 @pytest.fixture(params=FACTORIES)
-def factory(request: pytest.FixtureRequest) -> VectorIndexFactory:
-    return request.param  # type: ignore[no-any-return]
+def factory(request: pytest.FixtureRequest) -> Iterator[VectorIndexFactory]:
+    if request.param == "faiss":
+        yield lambda root: FaissVectorIndex(root / "vectors")
+        return
+    url = request.getfixturevalue("pgvector_url")
+    opened: list[PgVectorIndex] = []
+
+    def pgvector(root: Path) -> VectorIndex:
+        # The test's folder names its tables: reopening the folder reopens them.
+        opened.append(PgVectorIndex(url, table=f"v_{hashlib.sha1(bytes(root)).hexdigest()[:12]}"))
+        return opened[-1]
+
+    yield pgvector
+    for index in opened:
+        index.close()
 
 
 @pytest.fixture

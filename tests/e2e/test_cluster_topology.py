@@ -1,7 +1,9 @@
 """The cluster profile's shape: two `kenning serve --api-only` servers and two
 `kenning worker` processes, sharing metadata on PostgreSQL, work on Redis and blobs in
 S3. Ingest through either server; both workers do the work; both servers answer the
-same search (each server's indexes follow the shared index log)."""
+same search (each server's indexes follow the shared index log). With pgvector, the
+metadata and the one shared vector index live in a PostgreSQL with pgvector, and both
+servers' followers apply the log to that index without doubling a vector."""
 
 from __future__ import annotations
 
@@ -14,34 +16,46 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Asset, StageRun
+from kenning.stores.metadata.tables import Asset, Embedding, StageRun
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
+from tests.fixtures.pgvector import fresh_pgvector_database, pgvector_server
 from tests.fixtures.queues import REDIS_URL, require_redis
 from tests.fixtures.s3 import s3_server
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
+__all__ = ["pgvector_server"]  # the fixture the pgvector case starts
+
 pytestmark = pytest.mark.slow
 
 
-def test_two_api_servers_and_two_workers_share_one_cluster(tmp_path: Path) -> None:
+@pytest.mark.parametrize("vectors", ["faiss", "pgvector"])
+def test_two_api_servers_and_two_workers_share_one_cluster(
+    tmp_path: Path, request: pytest.FixtureRequest, vectors: str
+) -> None:
     client = require_redis()
     s3 = s3_server()
     run = uuid.uuid4().hex[:12]
     namespace = f"kenning-e2e-{run}"
     articles = list({a.text: a for a in media.news()}.values())[:60]
     processes: list[subprocess.Popen[bytes]] = []
-    with fresh_postgres_database() as database_url:
+    if vectors == "pgvector":
+        database = fresh_pgvector_database(request.getfixturevalue("pgvector_server"))
+    else:
+        database = fresh_postgres_database()
+    with database as database_url:
         env = {"KENNING_DATABASE_URL": database_url, "KENNING_BROKER_URL": REDIS_URL,
                "KENNING_BROKER_NAMESPACE": namespace,
                "KENNING_BLOB_URL": f"s3://{s3.bucket}/cluster-{run}",
                "KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
                "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key,
                "KENNING_STEP_BATCH_ITEMS": "8"}
+        if vectors == "pgvector":
+            env["KENNING_VECTOR_URL"] = database_url
         try:
             urls = []
             for name in ("api-a", "api-b"):
@@ -81,15 +95,21 @@ def test_two_api_servers_and_two_workers_share_one_cluster(tmp_path: Path) -> No
                 assert s.scalar(select(func.count()).select_from(Asset)) == len(accepted)
                 pids = {int(str(w).rsplit(":", 1)[1])
                         for w in s.scalars(select(StageRun.worker).distinct())}
-            database.dispose()
             assert pids == {p.pid for p in processes[2:]}  # both workers, and only they
 
             # Either server finds what was ingested through the other.
             title = articles[0].title
             for url in urls:
-                hits = httpx.post(f"{url}/v1/search", headers=headers, timeout=60, json={
-                    "query": title, "mode": "hybrid", "limit": 5}).json()["hits"]
-                assert hits and accepted[hits[0]["asset_id"]] == title, (url, hits)
+                for mode in ("hybrid", "semantic"):
+                    hits = httpx.post(f"{url}/v1/search", headers=headers, timeout=60, json={
+                        "query": title, "mode": mode, "limit": 5}).json()["hits"]
+                    assert hits and accepted[hits[0]["asset_id"]] == title, (url, mode, hits)
+            if vectors == "pgvector":  # one vector per embedding row, none twice
+                with database.session(write=False) as s:
+                    embeddings = s.scalar(select(func.count()).select_from(Embedding))
+                    stored = s.scalar(text("SELECT count(*) FROM kenning_vector"))
+                    assert stored == embeddings > 0
+            database.dispose()
         finally:
             for proc in processes:
                 if proc.poll() is None:

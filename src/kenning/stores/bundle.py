@@ -51,7 +51,7 @@ def build_stores(settings: Settings) -> Stores:
     """
     settings.ensure_dirs()
     db = Database(settings.resolved_database_url)
-    vectors = FaissVectorIndex(settings.index_dir / "vectors")
+    vectors = make_vector_index(settings)
     hashes = FaissBinaryHashIndex(settings.index_dir / "hashes")
     keyword = SQLiteKeywordIndex(settings.index_dir / "keyword.db")
     follower = IndexFollower(
@@ -63,6 +63,18 @@ def build_stores(settings: Settings) -> Stores:
     )
     return Stores(db=db, blobs=make_blob_store(settings), vectors=vectors,
                   hashes=hashes, keyword=keyword, follower=follower)
+
+
+def make_vector_index(settings: Settings) -> VectorIndex:
+    """faiss snapshots under ``index_dir``, or the pgvector index ``vector_url`` names."""
+    url = settings.vector_url
+    if url is None:
+        return FaissVectorIndex(settings.index_dir / "vectors")
+    if not url.startswith(("postgresql://", "postgresql+psycopg://")):
+        raise ValueError("vector_url must be a postgresql:// URL (pgvector)")
+    from kenning.stores.vectors.pgvector_index import PgVectorIndex
+
+    return PgVectorIndex(url.replace("postgresql://", "postgresql+psycopg://", 1))
 
 
 def make_blob_store(settings: Settings) -> BlobStore:
