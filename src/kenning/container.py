@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 def make_broker(settings: Settings) -> Broker:
     """The broker ``broker_url`` names: the embedded durable SQLite broker by default
-    (``sqlite:///path``), or Redis (``redis://`` / ``rediss://``, the ``redis`` extra)."""
+    (``sqlite:///path``), Redis (``redis://`` / ``rediss://``, the ``redis`` extra) or
+    RabbitMQ (``amqp://`` / ``amqps://``, the ``rabbitmq`` extra)."""
     url = settings.broker_url
     if url and url.startswith(("redis://", "rediss://")):
         try:
@@ -50,8 +51,15 @@ def make_broker(settings: Settings) -> Broker:
         except ImportError as exc:
             raise MissingExtra("redis", "redis") from exc
         return RedisQueueBroker(url, namespace=settings.broker_namespace)
+    if url and url.startswith(("amqp://", "amqps://")):
+        try:
+            from kenning.queue.rabbitmq_broker import RabbitmqQueueBroker
+        except ImportError as exc:
+            raise MissingExtra("pika", "rabbitmq") from exc
+        return RabbitmqQueueBroker(url)
     if url and not url.startswith("sqlite:///"):
-        raise ValueError(f"broker {url!r}: use sqlite:///path or redis://host:port/db")
+        raise ValueError(f"broker {url!r}: use sqlite:///path, redis://host:port/db "
+                         "or amqp://user:password@host:port/vhost")
     return SQLiteBroker(Path(url.split("///", 1)[1]) if url else settings.queue_path)
 
 

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None,
         description="Work broker; default is the embedded SQLite broker in data_dir/queue.db "
-        "(sqlite:///path for another file); redis://host:port/db for Redis.",
+        "(sqlite:///path for another file); redis://host:port/db for Redis (the redis "
+        "extra); amqp://user:password@host:port/vhost (amqps:// for TLS, %2F for the "
+        "default vhost) for RabbitMQ (the rabbitmq extra).",
     )
     blob_url: str | None = Field(
         None,
@@ -56,7 +58,8 @@ class Settings(BaseSettings):
     s3_region: str | None = Field(None, description="S3 region (default us-east-1).")
     broker_namespace: str = Field(
         "kenning", description="Prefix of the broker's keys (Redis): installations that "
-        "share one server use different namespaces.",
+        "share one server use different namespaces. RabbitMQ ignores it: give each "
+        "installation a vhost of its own in broker_url.",
     )
 
     # --- server ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -30,8 +30,15 @@ from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware import Middleware
 
 from kenning.queue import QueueAdmin, SQLiteBroker
+from kenning.queue.rabbitmq_broker import RabbitmqQueueBroker
 from kenning.queue.redis_broker import RedisQueueBroker
-from tests.fixtures.queues import REDIS_URL, next_message, require_redis
+from tests.fixtures.queues import (
+    REDIS_URL,
+    next_message,
+    rabbitmq_vhost,
+    rabbitmq_vhost_url,
+    require_redis,
+)
 
 BrokerFactory = Callable[[Path], Broker]
 
@@ -48,9 +55,17 @@ def make_redis(location: Path) -> Broker:
                             maintenance_chance=1_000_000)
 
 
+def make_rabbitmq(location: Path) -> Broker:
+    """A vhost of its own per test folder (the ``broker`` fixture creates it, and
+    deletes it with every queue in it after the test)."""
+    vhost = "kenning-test-" + hashlib.sha256(str(location).encode()).hexdigest()[:16]
+    return RabbitmqQueueBroker(rabbitmq_vhost_url(vhost))
+
+
 FACTORIES = [
     pytest.param(make_sqlite, id="sqlite"),
     pytest.param(make_redis, id="redis"),
+    pytest.param(make_rabbitmq, id="rabbitmq"),
 ]
 
 JOIN_MS = 15_000
@@ -68,11 +83,14 @@ def broker(factory: BrokerFactory, tmp_path: Path) -> Iterator[Broker]:
     if isinstance(b, RedisQueueBroker):
         require_redis()
     assert isinstance(b, QueueAdmin)
-    yield b
-    b.close()
-    if isinstance(b, RedisQueueBroker):
-        for key in b.client.scan_iter(match=b.key("*")):
-            b.client.delete(key)
+    with ExitStack() as cleanup:
+        if isinstance(b, RabbitmqQueueBroker):
+            cleanup.enter_context(rabbitmq_vhost(b.parameters.virtual_host))
+        yield b
+        b.close()
+        if isinstance(b, RedisQueueBroker):
+            for key in b.client.scan_iter(match=b.key("*")):
+                b.client.delete(key)
 
 
 def admin(broker: Broker) -> QueueAdmin:
