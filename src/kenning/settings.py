@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         "data_dir/index (each searching process holds its own copy); "
         "postgresql+psycopg://... for one shared pgvector index (HNSW per namespace).",
     )
+    keyword_url: str | None = Field(
+        None,
+        description="Where keyword (BM25) search lives: default is SQLite FTS5 in "
+        "data_dir/index (each searching process holds its own); postgresql+psycopg://... "
+        "for one shared index in PostgreSQL (GIN over tsvector, BM25 per tenant).",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint for blob_url (SeaweedFS, MinIO...); default AWS.",
     )

@@ -1,23 +1,24 @@
 """Contract for every KeywordIndex: add a factory to FACTORIES to run it against a new one.
 
 A factory takes a folder private to the test and returns an index; calling it again with
-the same folder must reopen the same data (a PostgreSQL factory would map it to a schema).
+the same folder must reopen the same data (the PostgreSQL factory maps the folder to a
+table prefix in one database).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from kenning.stores.keyword import KeywordDoc, KeywordHit, KeywordIndex, SQLiteKeywordIndex
+from kenning.stores.keyword.postgres_index import PostgresKeywordIndex
 
 KeywordIndexFactory = Callable[[Path], KeywordIndex]
 
-FACTORIES = [
-    pytest.param(lambda root: SQLiteKeywordIndex(root / "keyword.db"), id="sqlite-fts5"),
-]
+FACTORIES = ["sqlite-fts5", "postgres"]
 
 FILLER = [
     "the council met on tuesday to discuss the budget",
@@ -30,8 +31,22 @@ FILLER = [
 
 
 @pytest.fixture(params=FACTORIES)
-def factory(request: pytest.FixtureRequest) -> KeywordIndexFactory:
-    return request.param  # type: ignore[no-any-return]
+def factory(request: pytest.FixtureRequest) -> Iterator[KeywordIndexFactory]:
+    if request.param == "sqlite-fts5":
+        yield lambda root: SQLiteKeywordIndex(root / "keyword.db")
+        return
+    url = request.getfixturevalue("postgres_url")
+    opened: list[PostgresKeywordIndex] = []
+
+    def postgres(root: Path) -> KeywordIndex:
+        # The test's folder names its tables: reopening the folder reopens them.
+        table = f"k_{hashlib.sha1(bytes(root)).hexdigest()[:12]}"
+        opened.append(PostgresKeywordIndex(url, table=table))
+        return opened[-1]
+
+    yield postgres
+    for index in opened:
+        index.close()
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 `kenning worker` processes, sharing metadata on PostgreSQL, work on Redis and blobs in
 S3. Ingest through either server; both workers do the work; both servers answer the
 same search (each server's indexes follow the shared index log). With pgvector, the
-metadata and the one shared vector index live in a PostgreSQL with pgvector, and both
-servers' followers apply the log to that index without doubling a vector."""
+metadata, the one shared vector index and the one keyword index live in a PostgreSQL
+with pgvector, and both servers' followers apply the log to them without doubling."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 
 from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Asset, Embedding, StageRun
+from kenning.stores.metadata.tables import Asset, Embedding, Segment, StageRun
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
 from tests.fixtures.pgvector import fresh_pgvector_database, pgvector_server
@@ -55,7 +55,7 @@ def test_two_api_servers_and_two_workers_share_one_cluster(
                "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key,
                "KENNING_STEP_BATCH_ITEMS": "8"}
         if vectors == "pgvector":
-            env["KENNING_VECTOR_URL"] = database_url
+            env["KENNING_VECTOR_URL"] = env["KENNING_KEYWORD_URL"] = database_url
         try:
             urls = []
             for name in ("api-a", "api-b"):
@@ -104,11 +104,15 @@ def test_two_api_servers_and_two_workers_share_one_cluster(
                     hits = httpx.post(f"{url}/v1/search", headers=headers, timeout=60, json={
                         "query": title, "mode": mode, "limit": 5}).json()["hits"]
                     assert hits and accepted[hits[0]["asset_id"]] == title, (url, mode, hits)
-            if vectors == "pgvector":  # one vector per embedding row, none twice
+            if vectors == "pgvector":  # one vector, one keyword document per row, none twice
                 with database.session(write=False) as s:
                     embeddings = s.scalar(select(func.count()).select_from(Embedding))
                     stored = s.scalar(text("SELECT count(*) FROM kenning_vector"))
                     assert stored == embeddings > 0
+                    chunks = s.scalar(select(func.count()).select_from(Segment).where(
+                        Segment.text.is_not(None)))
+                    documents = s.scalar(text("SELECT count(*) FROM kenning_keyword"))
+                    assert documents == chunks > 0
             database.dispose()
         finally:
             for proc in processes:

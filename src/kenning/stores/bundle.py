@@ -53,7 +53,7 @@ def build_stores(settings: Settings) -> Stores:
     db = Database(settings.resolved_database_url)
     vectors = make_vector_index(settings)
     hashes = FaissBinaryHashIndex(settings.index_dir / "hashes")
-    keyword = SQLiteKeywordIndex(settings.index_dir / "keyword.db")
+    keyword = make_keyword_index(settings)
     follower = IndexFollower(
         db, vectors, hashes, keyword,
         gap_timeout_s=settings.index_log_gap_timeout_s,
@@ -67,14 +67,26 @@ def build_stores(settings: Settings) -> Stores:
 
 def make_vector_index(settings: Settings) -> VectorIndex:
     """faiss snapshots under ``index_dir``, or the pgvector index ``vector_url`` names."""
-    url = settings.vector_url
-    if url is None:
+    if settings.vector_url is None:
         return FaissVectorIndex(settings.index_dir / "vectors")
-    if not url.startswith(("postgresql://", "postgresql+psycopg://")):
-        raise ValueError("vector_url must be a postgresql:// URL (pgvector)")
     from kenning.stores.vectors.pgvector_index import PgVectorIndex
 
-    return PgVectorIndex(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    return PgVectorIndex(_postgres_url(settings.vector_url, "vector_url"))
+
+
+def make_keyword_index(settings: Settings) -> KeywordIndex:
+    """SQLite FTS5 under ``index_dir``, or the PostgreSQL index ``keyword_url`` names."""
+    if settings.keyword_url is None:
+        return SQLiteKeywordIndex(settings.index_dir / "keyword.db")
+    from kenning.stores.keyword.postgres_index import PostgresKeywordIndex
+
+    return PostgresKeywordIndex(_postgres_url(settings.keyword_url, "keyword_url"))
+
+
+def _postgres_url(url: str, setting: str) -> str:
+    if not url.startswith(("postgresql://", "postgresql+psycopg://")):
+        raise ValueError(f"{setting} must be a postgresql:// URL")
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def make_blob_store(settings: Settings) -> BlobStore:
