@@ -1,8 +1,12 @@
-"""A real Kenning (embedded profile, real models, real media) behind FastAPI's TestClient."""
+"""A real Kenning (real models, real media) behind FastAPI's TestClient: on the embedded
+profile (``api``), or on the cluster profile (``cluster_api``: metadata, vectors and
+keyword search in PostgreSQL with pgvector, work on Redis, blobs in S3)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +56,31 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with TestClient(create_app(kenning)) as client:
         key = (data_dir / "bootstrap_api_key").read_text().strip()
         yield Api(client, kenning, key, data_dir)
+
+
+@contextmanager
+def cluster_kenning(data_dir: Path, pgvector_server: object,
+                    **overrides: object) -> Iterator[Kenning]:
+    """A Kenning whose every store and broker is a server: a fresh database in the
+    pgvector server (metadata, vectors, keyword index), a Redis namespace, an S3 prefix;
+    each removed afterwards."""
+    from tests.fixtures.pgvector import PgvectorServer, fresh_pgvector_database
+    from tests.fixtures.queues import REDIS_URL, require_redis
+    from tests.fixtures.s3 import s3_server
+
+    assert isinstance(pgvector_server, PgvectorServer)
+    redis = require_redis()
+    s3 = s3_server()
+    run = uuid.uuid4().hex[:12]
+    namespace = f"kenning-e2e-{run}"
+    with fresh_pgvector_database(pgvector_server) as url:
+        settings = e2e_settings(
+            data_dir, database_url=url, vector_url=url, keyword_url=url,
+            broker_url=REDIS_URL, broker_namespace=namespace,
+            blob_url=f"s3://{s3.bucket}/e2e-{run}", s3_endpoint_url=s3.endpoint_url,
+            s3_access_key=s3.access_key, s3_secret_key=s3.secret_key, **overrides)
+        try:
+            yield Kenning(settings)
+        finally:
+            for key in redis.scan_iter(match=f"{namespace}:*"):
+                redis.delete(key)
