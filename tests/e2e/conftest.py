@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,9 @@ from fastapi.testclient import TestClient
 from kenning.api.app import create_app
 from kenning.container import Kenning
 from kenning.settings import Settings
+from tests.fixtures.pgvector import pgvector_server
+
+__all__ = ["pgvector_server"]  # the fixture the cluster profile starts
 
 
 @dataclass
@@ -50,12 +53,22 @@ def e2e_settings(data_dir: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Api]:
+    """The embedded profile; a module parametrized with ``PROFILES`` runs on both."""
     data_dir = tmp_path_factory.mktemp("kenning")
-    kenning = Kenning(e2e_settings(data_dir))
-    with TestClient(create_app(kenning)) as client:
+    if getattr(request, "param", "embedded") == "embedded":
+        context: AbstractContextManager[Kenning] = nullcontext(Kenning(e2e_settings(data_dir)))
+    else:
+        context = cluster_kenning(data_dir, request.getfixturevalue("pgvector_server"))
+    with context as kenning, TestClient(create_app(kenning)) as client:
         key = (data_dir / "bootstrap_api_key").read_text().strip()
         yield Api(client, kenning, key, data_dir)
+
+
+PROFILES = pytest.mark.parametrize("api", ["embedded", "cluster"], indirect=True,
+                                   scope="module")
+"""``pytestmark = [..., PROFILES]``: every test of the module on both profiles."""
 
 
 @contextmanager

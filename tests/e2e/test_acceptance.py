@@ -8,34 +8,13 @@ metadata, vectors and keywords; Redis; S3).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import nullcontext
-
 import pytest
-from fastapi.testclient import TestClient
 
-from kenning.api.app import create_app
-from kenning.container import Kenning
-from tests.e2e.conftest import Api, cluster_kenning, e2e_settings
+from tests.e2e.conftest import PROFILES, Api
 from tests.fixtures import media
-from tests.fixtures.pgvector import pgvector_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, PROFILES]
 
-__all__ = ["pgvector_server"]  # the fixture the cluster profile starts
-
-
-@pytest.fixture(scope="module", params=["embedded", "cluster"])
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[Api]:
-    data_dir = tmp_path_factory.mktemp("kenning")
-    if request.param == "embedded":
-        context = nullcontext(Kenning(e2e_settings(data_dir)))
-    else:
-        context = cluster_kenning(data_dir, request.getfixturevalue("pgvector_server"))
-    with context as kenning, TestClient(create_app(kenning)) as client:
-        key = (data_dir / "bootstrap_api_key").read_text().strip()
-        yield Api(client, kenning, key, data_dir)
 
 
 def _upload(api: Api, name: str, data: bytes, headers: dict[str, str] | None = None,

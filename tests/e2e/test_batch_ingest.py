@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import PROFILES, Api
 from tests.fixtures import media
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, PROFILES]
 
 
 def test_a_batch_is_processed_and_its_load_drains(api: Api) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import PROFILES, Api
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, PROFILES]
 
 
 def _queues(api: Api, headers: dict[str, str]) -> dict[str, tuple[int, int, int, int]]:
