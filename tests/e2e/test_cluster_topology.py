@@ -7,10 +7,7 @@ with pgvector, and both servers' followers apply the log to them without doublin
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -26,7 +23,7 @@ from tests.fixtures import media
 from tests.fixtures.pgvector import fresh_pgvector_database, pgvector_server
 from tests.fixtures.queues import REDIS_URL, require_redis
 from tests.fixtures.s3 import s3_server
-from tests.fixtures.servers import free_port, serve, wait_jobs_done
+from tests.fixtures.servers import free_port, serve, stop_all, wait_jobs_done, worker
 
 __all__ = ["pgvector_server"]  # the fixture the pgvector case starts
 
@@ -67,14 +64,7 @@ def test_two_api_servers_and_two_workers_share_one_cluster(
                 wait_ready(url, alive=lambda p=processes[-1]: p.poll() is None, timeout_s=180)
                 urls.append(url)
             for name in ("worker-1", "worker-2"):
-                folder = tmp_path / name
-                folder.mkdir()
-                log = (folder / "worker.log").open("ab")
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "kenning.cli.main", "worker", "--data-dir",
-                     str(folder), "--threads", "2"],
-                    stdout=log, stderr=subprocess.STDOUT,
-                    env={**os.environ, "KENNING_LOG_JSON": "true", **env}))
+                processes.append(worker(tmp_path / name, env, threads=2))
             key = (tmp_path / "api-a" / "bootstrap_api_key").read_text().strip()
             assert not (tmp_path / "api-b" / "bootstrap_api_key").exists()  # one tenant
             headers = {"Authorization": f"Bearer {key}"}
@@ -115,13 +105,6 @@ def test_two_api_servers_and_two_workers_share_one_cluster(
                     assert documents == chunks > 0
             database.dispose()
         finally:
-            for proc in processes:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in processes:
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_all(processes)
             for key_name in client.scan_iter(match=f"{namespace}:*"):
                 client.delete(key_name)

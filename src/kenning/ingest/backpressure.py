@@ -42,7 +42,11 @@ def check_admission(load: Mapping[str, int], tenant_id: str, settings: Settings)
     batch, and admits or refuses the batch as a whole. A tenant under its bound may so
     pass it by one batch's stages (at most ``max_batch_items`` assets), as a single item
     passes it by its own stages; splitting a batch item by item instead would answer part
-    of it and leave the client to work out which part to send again.
+    of it and leave the client to work out which part to send again. Requests admitted
+    at the same moment each read the count before the others commit, so concurrent
+    requests may pass the bound together by their stages (bounded by the server's
+    request concurrency): the check runs before any decode or upload, where refusing is
+    cheap, not under the counter's row lock at commit.
 
     Raises:
         Backpressure: with ``retry_after_s`` (the API answers 429 and ``Retry-After``).
