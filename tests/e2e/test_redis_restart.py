@@ -5,63 +5,23 @@ and rung again, and every accepted asset ends ready, exactly once."""
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Job
-from tests.conftest import require_service
 from tests.fixtures import media
 from tests.fixtures.outcomes import assert_each_asset_done_once
+from tests.fixtures.queues import RedisServer
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
 pytestmark = pytest.mark.slow
-
-
-class RedisServer:
-    """A redis-server of the test's own on a free loopback port, with no persistence."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        require_service("redis-server (Debian's redis-server package)", binary is not None)
-        assert binary is not None
-        self.binary, self.port = binary, free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="kenning-redis-"))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def test_redis_restarted_empty_mid_flight_loses_and_doubles_nothing(tmp_path: Path) -> None:

@@ -37,8 +37,7 @@ from kenning.stores.metadata.tables import (
 log = logging.getLogger(__name__)
 
 _LOST_AFTER = timedelta(seconds=5)
-"""A bell rung this long ago with nothing on its queue: the doorbell was lost (a
-delivered one resets the bell within milliseconds)."""
+"""Due work waiting this long with no doorbell ready on its queue: ring again."""
 
 
 class Reconciler:
@@ -104,10 +103,13 @@ class Reconciler:
         return len(expired) + len(stale) + len(hooks) + len(lost)
 
     def _lost_doorbells(self, waiting: set[str]) -> set[str]:
-        """Of the steps whose work has waited a while, those for which the broker holds
-        no message at all on their queue: their doorbell was lost (a broker restarted
-        without its messages) or never sent (the broker was down when it was rung).
-        Rung again at once rather than after ``stale_after``."""
+        """Of the steps whose work has waited a while, those with no message ready on
+        their queue: their doorbell was lost (a broker restarted without its messages),
+        never sent (the broker was down when it was rung), or is held by a worker that
+        does not answer it (busy with another step while it prefetched this one, or cut
+        off from the database by a network partition: then every worker would wait for
+        it). Rung again at once rather than after ``stale_after``; a doorbell too many
+        costs one delivery that finds nothing to claim."""
         broker = self.dispatcher.broker
         if not waiting or not isinstance(broker, QueueAdmin):
             return set()
@@ -117,7 +119,7 @@ class Reconciler:
             log.warning("broker depths unavailable", exc_info=True)
             return set()
         return {step for step in waiting
-                if depths.get(step_queue(step), QueueDepth()).pending == 0}
+                if depths.get(step_queue(step), QueueDepth()).ready == 0}
 
 
     def _expire(self, s: Session, runs: list[StageRun]) -> tuple[set[str], list[str]]:

@@ -14,6 +14,7 @@ from kenning.ingest.service import IngestRequest
 from kenning.principal import Principal
 from kenning.settings import Settings
 from kenning.stores.metadata.tables import StageRun, utcnow
+from tests.fixtures.queues import next_message
 
 
 @pytest.fixture()
@@ -49,6 +50,27 @@ def test_lost_doorbell_is_rung_again(idle: tuple[Kenning, Principal]) -> None:
         s.execute(update(StageRun).values(enqueued_at=utcnow() - timedelta(hours=1)))
     assert kenning.reconciler.sweep() == 1  # one step to ring for
     assert _ready(kenning, "text") == 1
+
+
+def test_a_doorbell_held_by_a_worker_that_does_not_answer_is_rung_again(
+    idle: tuple[Kenning, Principal]
+) -> None:
+    """A worker took the step's one doorbell and sits on it (busy with another step, or
+    cut off by a partition): once the work has waited 5 s with no doorbell ready, the
+    step is rung again, long before the stale bound (120 s) or the broker's redelivery."""
+    kenning, who = idle
+    kenning.ingest.ingest_text(who, "Ferries stopped running in the storm.", IngestRequest())
+    consumer = kenning.broker.consume("text")
+    held = next_message(consumer)  # delivered, never acknowledged
+    assert kenning.queue_admin.queue_depths()["text"].in_flight == 1
+    assert _ready(kenning, "text") == 0
+    assert kenning.reconciler.sweep() == 0  # the work has not waited yet
+    with kenning.stores.db.session() as s:
+        s.execute(update(StageRun).values(enqueued_at=utcnow() - timedelta(seconds=10)))
+    assert kenning.reconciler.sweep() == 1
+    assert _ready(kenning, "text") == 1
+    consumer.nack(held)
+    consumer.close()
 
 
 def test_expired_lease_is_taken_over_once(idle: tuple[Kenning, Principal]) -> None:

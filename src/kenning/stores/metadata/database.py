@@ -76,7 +76,20 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         json_serializer=json_dumps, json_deserializer=json_loads)
+                         connect_args=POSTGRES_TCP, json_serializer=json_dumps,
+                         json_deserializer=json_loads)
+
+
+POSTGRES_TCP: dict[str, Any] = {
+    "connect_timeout": 10,
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""libpq settings so a connection to a server that vanished without a reset (a network
+partition, a lost host) fails within about 30 s instead of the kernel's ~15 minutes of
+retransmissions: a thread blocked in a query cannot be interrupted otherwise (measured:
+a worker cut off for 75 s stayed stuck in the pool's ping for minutes after the network
+came back). A healthy server acknowledges at once however long its query runs."""
 
 
 class Database:
