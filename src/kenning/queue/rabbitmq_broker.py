@@ -109,12 +109,10 @@ class RabbitmqQueueBroker(RabbitmqBroker):
       consumers hold (exact for them; 0 in a process that consumes nothing), and
       ``delayed`` is ``Q.DQ``'s count plus the delayed messages this process's consumers
       hold until due. Deliveries held by other processes are in neither.
-    * So the reconciler's lost-doorbell check (``pending == 0`` for a step whose due
-      work has waited 5 s) is a false alarm when that step's doorbell is held by a
-      worker in another process: being answered, or a retry waiting out its backoff
-      there. It rings once more; the extra doorbell waits on ``Q`` (``ready == 1``, so
-      no further ring) until a consumer takes it, and is harmless: claims are fenced in
-      the database, a doorbell that finds no due work is a no-op.
+    * The reconciler's lost-doorbell check reads only ``ready`` (a step whose due work
+      waited 5 s with no doorbell ready on its queue is rung again), so what AMQP cannot
+      count does not blind it: a doorbell held by a worker that does not answer it is
+      rung again, and the extra one is harmless (claims are fenced in the database).
     * Queues are the ones this broker declared (AMQP cannot list a vhost's queues; a
       declared queue not yet on the server is created first, as dramatiq would on first
       use); every Kenning process declares all of its actors' queues.
