@@ -112,7 +112,9 @@ class Settings(BaseSettings):
         300.0, description="Default per-stage time limit; processors may declare their own."
     )
     lease_s: float = Field(
-        120.0, description="A running stage whose lease is older than this is re-enqueued."
+        120.0, description="Due work queued longer than this (or than retry_max_backoff, "
+        "whichever is longer) has its step rung again by the reconciler, whatever the "
+        "broker says. Not a claim's lease: that is the step's time limit plus 30 s."
     )
     reconcile_interval_s: float = Field(
         10.0, description="How often the reconciler looks for stuck stages and lost messages."
