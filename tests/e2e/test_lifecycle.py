@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,17 +22,24 @@ from kenning.services.webhooks import verify
 from kenning.stores.blobs.lifetime import BlobCollector
 from kenning.stores.bundle import hash_namespace, vector_namespace
 from kenning.stores.metadata.tables import Asset
-from tests.e2e.conftest import Api, e2e_settings
+from tests.e2e.conftest import Api, cluster_kenning, e2e_settings
 from tests.fixtures import media
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture()
-def private_api(tmp_path: Path) -> Iterator[Api]:
-    """An app that may call loopback webhooks (the receiver runs on 127.0.0.1)."""
-    kenning = Kenning(e2e_settings(tmp_path, allow_private_urls=True, webhook_max_attempts=3))
-    with TestClient(create_app(kenning)) as client:
+@pytest.fixture(params=["embedded", "cluster"])
+def private_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Api]:
+    """An app that may call loopback webhooks (the receiver runs on 127.0.0.1), on each
+    profile."""
+    options: dict[str, object] = {"allow_private_urls": True, "webhook_max_attempts": 3}
+    if request.param == "embedded":
+        context: AbstractContextManager[Kenning] = nullcontext(
+            Kenning(e2e_settings(tmp_path, **options)))
+    else:
+        context = cluster_kenning(tmp_path, request.getfixturevalue("pgvector_server"),
+                                  **options)
+    with context as kenning, TestClient(create_app(kenning)) as client:
         yield Api(client, kenning, (tmp_path / "bootstrap_api_key").read_text().strip(), tmp_path)
 
 
