@@ -21,9 +21,9 @@ import uvicorn
 from sqlalchemy import func, select, update
 
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, StageRun
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import PROFILES, Api
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, PROFILES]
 
 KEYS = {"desk name": "space", "desk.name": "dot", "desk:name": "colon", "desk-name": "dash",
         "Ressort": "Straße", "рубрика": "новости"}
@@ -80,6 +80,8 @@ def test_filter_keys_with_spaces_dots_colons_dashes_and_letters_find(
 def test_rows_stored_before_the_fix_still_read_and_search(
     api: Api, assets: dict[str, str]
 ) -> None:
+    if api.kenning.stores.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL's json type never held NaN: such rows exist only in SQLite")
     nested: Any = "leaf"
     for _ in range(300):
         nested = {"k": nested}

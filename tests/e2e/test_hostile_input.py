@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, StageRun
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import PROFILES, Api
 from tests.fixtures import media
+
+pytestmark = PROFILES
 
 
 def _footprint(api: Api) -> tuple[int, int, int, int, int]:
