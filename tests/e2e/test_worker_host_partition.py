@@ -14,13 +14,9 @@ every worker)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -36,34 +32,12 @@ from tests.fixtures.outcomes import PatientClient, assert_each_asset_done_once
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.queues import RedisServer
 from tests.fixtures.s3 import BUCKET, SeaweedServer
-from tests.fixtures.servers import free_port, serve, wait_jobs_done
+from tests.fixtures.servers import free_port, serve, stop_all, wait_jobs_done, worker
 
 pytestmark = pytest.mark.slow
 
 CUT_S = 12.0
 ASSETS = 240
-
-
-def _worker(folder: Path, env: Mapping[str, str],
-            start: Callable[..., subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """`kenning worker --threads 1` on ``folder``, logging to folder/worker.log."""
-    folder.mkdir()
-    return start([sys.executable, "-m", "kenning.cli.main", "worker", "--data-dir",
-                  str(folder), "--threads", "1"],
-                 env={**os.environ, "KENNING_LOG_JSON": "true", **env},
-                 stdout=(folder / "worker.log").open("ab"), stderr=subprocess.STDOUT)
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for proc in processes:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in processes:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _runs(database: Database, worker: str, state: str) -> set[tuple[str, int]]:
@@ -93,7 +67,7 @@ def test_a_worker_cut_off_mid_batch_loses_and_doubles_nothing(tmp_path: Path) ->
         stack.callback(s3.close)
         info = s3.start()
         processes: list[subprocess.Popen[bytes]] = []
-        stack.callback(_stop, processes)  # unwound first: before the servers close
+        stack.callback(stop_all, processes)  # unwound first: before the servers close
 
         # Processes on this host use loopback; the other host reaches only host_ip.
         env = {"KENNING_DATABASE_URL": pg.url, "KENNING_BROKER_URL": broker.url,
@@ -110,9 +84,9 @@ def test_a_worker_cut_off_mid_batch_loses_and_doubles_nothing(tmp_path: Path) ->
         api = serve(tmp_path / "api", port, "--api-only", env=env)
         processes.append(api)
         wait_ready(url, alive=lambda: api.poll() is None, timeout_s=180)
-        local = _worker(tmp_path / "local-worker", env, subprocess.Popen)
+        local = worker(tmp_path / "local-worker", env)
         processes.append(local)
-        away = _worker(tmp_path / "remote-worker", remote, host.run)
+        away = worker(tmp_path / "remote-worker", remote, start=host.run)
         processes.append(away)
         local_id, away_id = (f"{socket.gethostname()}:{p.pid}" for p in (local, away))
 
