@@ -24,8 +24,11 @@ from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Segment, StageRun
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
+from tests.fixtures.pgvector import fresh_pgvector_database, pgvector_server
 from tests.fixtures.s3 import s3_server
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
+
+__all__ = ["pgvector_server"]  # the fixture the shared-index case starts
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +54,13 @@ def _migrate(data_dir: Path, database_url: str, blobs: str, env: dict[str, str])
     return json.loads(done.stdout)
 
 
-def test_an_embedded_installation_moves_to_postgresql_and_s3(tmp_path: Path) -> None:
+@pytest.mark.parametrize("indexes", ["local", "shared"])
+def test_an_embedded_installation_moves_to_postgresql_and_s3(
+    tmp_path: Path, request: pytest.FixtureRequest, indexes: str
+) -> None:
+    """``local``: the migrated server keeps faiss and SQLite FTS indexes of its own;
+    ``shared``: into a PostgreSQL with pgvector, the migrated server's vectors and
+    keyword index live there too (rebuilt from the migrated tables at its first start)."""
     s3 = s3_server()
     s3_env = {"KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
               "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key}
@@ -81,7 +90,11 @@ def test_an_embedded_installation_moves_to_postgresql_and_s3(tmp_path: Path) -> 
         server.wait(60)
 
     prefix = f"migrated-{uuid.uuid4().hex[:12]}"
-    with fresh_postgres_database() as database_url:
+    if indexes == "shared":
+        target_database = fresh_pgvector_database(request.getfixturevalue("pgvector_server"))
+    else:
+        target_database = fresh_postgres_database()
+    with target_database as database_url:
         # Interrupted part way (SIGKILL, 5 rows per transaction), then run again.
         killed = subprocess.Popen(
             [sys.executable, "-m", "kenning.cli.main", "migrate", "--data-dir",
@@ -123,9 +136,11 @@ def test_an_embedded_installation_moves_to_postgresql_and_s3(tmp_path: Path) -> 
         cluster.mkdir()
         port = free_port()
         url = f"http://127.0.0.1:{port}"
+        shared = ({"KENNING_VECTOR_URL": database_url, "KENNING_KEYWORD_URL": database_url}
+                  if indexes == "shared" else {})
         server = serve(cluster, port, env={
             "KENNING_DATABASE_URL": database_url,
-            "KENNING_BLOB_URL": f"s3://{s3.bucket}/{prefix}", **s3_env})
+            "KENNING_BLOB_URL": f"s3://{s3.bucket}/{prefix}", **s3_env, **shared})
         try:
             wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
             assert _searches(url, headers) == before  # the same key works, same top hits
