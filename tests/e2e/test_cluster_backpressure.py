@@ -24,7 +24,7 @@ from kenning.stores.metadata.tables import Asset, StageRun
 from tests.conftest import fresh_postgres_database
 from tests.fixtures.queues import REDIS_URL, require_redis
 from tests.fixtures.s3 import s3_server
-from tests.fixtures.servers import free_port, serve, stop_all, wait_jobs_done, worker
+from tests.fixtures.servers import cluster_env, free_port, serve, stop_all, wait_jobs_done, worker
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +53,9 @@ def test_producers_faster_than_workers_meet_a_bounded_queue(tmp_path: Path) -> N
     namespace = f"kenning-e2e-{run}"
     processes: list[subprocess.Popen[bytes]] = []
     with fresh_postgres_database() as database_url:
-        env = {"KENNING_DATABASE_URL": database_url, "KENNING_BROKER_URL": REDIS_URL,
-               "KENNING_BROKER_NAMESPACE": namespace,
-               "KENNING_BLOB_URL": f"s3://{s3.bucket}/backpressure-{run}",
-               "KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
-               "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key,
-               "KENNING_MAX_QUEUED_STAGES": str(BOUND), "KENNING_RETRY_AFTER_S": "2"}
+        env = cluster_env(database_url, s3, namespace=namespace,
+                          blob_prefix=f"backpressure-{run}",
+                          KENNING_MAX_QUEUED_STAGES=str(BOUND), KENNING_RETRY_AFTER_S="2")
         database = Database(database_url)
         broker = RedisQueueBroker(REDIS_URL, namespace=namespace)
         try:

@@ -19,9 +19,9 @@ from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, StageRun
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media, poison
-from tests.fixtures.queues import REDIS_URL, require_redis
+from tests.fixtures.queues import require_redis
 from tests.fixtures.s3 import s3_server
-from tests.fixtures.servers import free_port, serve, stop_all, wait_jobs_done, worker
+from tests.fixtures.servers import cluster_env, free_port, serve, stop_all, wait_jobs_done, worker
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +39,10 @@ def test_a_poison_asset_is_dead_lettered_while_the_rest_finish(tmp_path: Path) -
     poisoned = [f"POISON {texts[0]}", f"POISON {texts[1]}"]
     processes = []
     with fresh_postgres_database() as database_url:
-        env = {"KENNING_DATABASE_URL": database_url, "KENNING_BROKER_URL": REDIS_URL,
-               "KENNING_BROKER_NAMESPACE": namespace,
-               "KENNING_BLOB_URL": f"s3://{s3.bucket}/poison-{run}",
-               "KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
-               "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key,
-               "KENNING_MAX_RETRIES": str(RETRIES), "KENNING_RETRY_MIN_BACKOFF_MS": "50",
-               "KENNING_RETRY_MAX_BACKOFF_MS": "200",
-               "PYTHONPATH": f"{plugin}:{root}"}
+        env = cluster_env(database_url, s3, namespace=namespace,
+                          blob_prefix=f"poison-{run}", KENNING_MAX_RETRIES=str(RETRIES),
+                          KENNING_RETRY_MIN_BACKOFF_MS="50", KENNING_RETRY_MAX_BACKOFF_MS="200",
+                          PYTHONPATH=f"{plugin}:{root}")
         database = Database(database_url)
         try:
             port = free_port()

@@ -21,9 +21,9 @@ from kenning.stores.metadata.tables import Asset, Embedding, Segment, StageRun
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
 from tests.fixtures.pgvector import fresh_pgvector_database, pgvector_server
-from tests.fixtures.queues import REDIS_URL, require_redis
+from tests.fixtures.queues import require_redis
 from tests.fixtures.s3 import s3_server
-from tests.fixtures.servers import free_port, serve, stop_all, wait_jobs_done, worker
+from tests.fixtures.servers import cluster_env, free_port, serve, stop_all, wait_jobs_done, worker
 
 __all__ = ["pgvector_server"]  # the fixture the pgvector case starts
 
@@ -45,12 +45,8 @@ def test_two_api_servers_and_two_workers_share_one_cluster(
     else:
         database = fresh_postgres_database()
     with database as database_url:
-        env = {"KENNING_DATABASE_URL": database_url, "KENNING_BROKER_URL": REDIS_URL,
-               "KENNING_BROKER_NAMESPACE": namespace,
-               "KENNING_BLOB_URL": f"s3://{s3.bucket}/cluster-{run}",
-               "KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
-               "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key,
-               "KENNING_STEP_BATCH_ITEMS": "8"}
+        env = cluster_env(database_url, s3, namespace=namespace,
+                          blob_prefix=f"cluster-{run}", KENNING_STEP_BATCH_ITEMS="8")
         if vectors == "pgvector":
             env["KENNING_VECTOR_URL"] = env["KENNING_KEYWORD_URL"] = database_url
         try:
