@@ -23,7 +23,7 @@ from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Job
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
-from tests.fixtures.outcomes import assert_each_asset_done_once
+from tests.fixtures.outcomes import assert_each_asset_done_once, send_texts
 from tests.fixtures.queues import rabbitmq_vhost, rabbitmqctl, require_rabbitmq
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
@@ -64,18 +64,13 @@ def test_rabbitmq_restarted_mid_flight_loses_and_doubles_nothing(tmp_path: Path)
             http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
                                 timeout=120)
 
-            def send(batch: list[str]) -> list[str]:
-                r = http.post("/v1/assets/batch", json={"items": [{"text": t} for t in batch]})
-                assert r.status_code == 202, r.text  # the broker's state never fails an ingest
-                return [x["accepted"]["asset_id"] for x in r.json()["results"]]
-
-            accepted = [i for start in range(0, 500, 50) for i in send(texts[start:start + 50])]
+            accepted = [i for at in range(0, 500, 50) for i in send_texts(http, texts[at:at + 50])]
             with database.session(write=False) as s:  # the pipeline is busy with them
                 open_jobs = s.scalar(select(func.count()).select_from(Job).where(
                     Job.state.in_(("queued", "running"))))
             assert open_jobs and open_jobs > 100
             with rabbitmq_stopped():  # consumers and publishers lose their connections
-                accepted += send(texts[500:550])  # committed; its doorbells cannot be sent
+                accepted += send_texts(http, texts[500:550])  # committed; doorbells unsent
                 time.sleep(DOWN_S)
             restarted = time.monotonic()
 

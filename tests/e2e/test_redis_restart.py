@@ -17,7 +17,7 @@ from kenning.cli.client import wait_ready
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Job
 from tests.fixtures import media
-from tests.fixtures.outcomes import assert_each_asset_done_once
+from tests.fixtures.outcomes import assert_each_asset_done_once, send_texts
 from tests.fixtures.queues import RedisServer
 from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
@@ -42,19 +42,14 @@ def test_redis_restarted_empty_mid_flight_loses_and_doubles_nothing(tmp_path: Pa
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
                             timeout=120)
 
-        def send(batch: list[str]) -> list[str]:
-            r = http.post("/v1/assets/batch", json={"items": [{"text": t} for t in batch]})
-            assert r.status_code == 202, r.text  # the broker's state never fails an ingest
-            return [x["accepted"]["asset_id"] for x in r.json()["results"]]
-
-        accepted = [i for start in range(0, 500, 50) for i in send(texts[start:start + 50])]
+        accepted = [i for at in range(0, 500, 50) for i in send_texts(http, texts[at:at + 50])]
         database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
         with database.session(write=False) as s:  # the pipeline is busy with them
             open_jobs = s.scalar(select(func.count()).select_from(Job).where(
                 Job.state.in_(("queued", "running"))))
         assert open_jobs and open_jobs > 100
         broker.kill()  # every doorbell waiting in Redis is gone with it
-        accepted += send(texts[500:550])  # committed; its doorbells cannot be sent
+        accepted += send_texts(http, texts[500:550])  # committed; doorbells unsent
         time.sleep(3)
         broker.start()  # empty
         restarted = time.monotonic()
