@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,13 @@ class Settings(BaseSettings):
         description="Where dense vectors are indexed: default is faiss snapshots in "
         "data_dir/index (each searching process holds its own copy); "
         "postgresql+psycopg://... for one shared pgvector index (HNSW per namespace).",
+    )
+    vector_storage: Literal["flat", "sq8"] = Field(
+        "flat",
+        description="How the embedded faiss index stores vectors in its HNSW graphs: flat "
+        "(float32, best recall) or sq8 (8-bit scalar quantiser: the graph's vectors take a "
+        "quarter of the memory; hits are rescored on the float32 rows). New namespaces "
+        "only: a saved snapshot keeps its storage until rebuilt.",
     )
     keyword_url: str | None = Field(
         None,
@@ -253,6 +261,17 @@ class Settings(BaseSettings):
 
     # --- search and similarity ---------------------------------------------------------
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant for hybrid search.")
+    hybrid_keyword_weight: float = Field(
+        1.0, ge=0, description="Weight of the keyword retriever in hybrid fusion.")
+    hybrid_semantic_weight: float = Field(
+        1.0, ge=0, description="Weight of the semantic retriever in hybrid fusion.")
+    hybrid_crosslingual_keyword: float = Field(
+        0.0, ge=0, le=1, description="Factor on the keyword weight for an asset whose "
+        "language differs from the query's (0: such hits rank as semantic search ranks "
+        "them; measured in bench/bench_fusion.py).")
+    query_language_confidence: float = Field(
+        0.5, ge=0, le=1, description="Least language-identifier confidence for hybrid "
+        "search to treat a query as written in that language (below: unknown).")
     pdq_threshold: int = Field(
         31, description="Default largest PDQ Hamming distance counted as a match (of 256)."
     )

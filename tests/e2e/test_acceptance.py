@@ -81,6 +81,37 @@ def test_german_query_finds_english_article(api: Api, corpus: dict[str, str]) ->
     assert hits[0]["language"] == "en"
 
 
+def test_hybrid_explains_and_keeps_cross_lingual_hits_where_semantic_puts_them(
+    api: Api, corpus: dict[str, str]
+) -> None:
+    """A German query over English articles: the keyword retriever matches names shared
+    across languages ("Richter", "Australien" is not "Australia", but "4,1" is "4.1"), and
+    must not lift any English article over where the embedding ranks it."""
+    query = ("Ein Erdbeben der Stärke 4,1 auf der Richterskala hat über Nacht Teile des "
+             "Weizengürtels von Westaustralien erschüttert")
+    body = {"query": query, "limit": 10, "filters": {"kind": ["text"]}}
+    semantic = api.client.post("/v1/search", headers=api.headers,
+                               json={**body, "mode": "semantic"}).json()["hits"]
+    r = api.client.post("/v1/search", headers=api.headers,
+                        json={**body, "mode": "hybrid", "explain": True})
+    assert r.status_code == 200, r.text
+    hybrid = r.json()
+    assert hybrid["query_language"] == "de"
+    assert hybrid["hits"][0]["asset_id"] == corpus["lee-bg-0033"]
+    assert [h["asset_id"] for h in hybrid["hits"]] == [h["asset_id"] for h in semantic]
+    for rank, hit in enumerate(hybrid["hits"], start=1):
+        parts = hit["explain"]
+        assert parts["semantic"]["rank"] == rank and parts["semantic"]["weight"] == 1.0
+        if "keyword" in parts:  # found by a shared word, weighted 0 across languages
+            assert parts["keyword"]["weight"] == 0.0 and parts["keyword"]["contribution"] == 0
+        assert hit["score"] == pytest.approx(
+            sum(p["contribution"] for p in parts.values()), abs=1e-5)
+    assert any("keyword" in h["explain"] for h in hybrid["hits"])  # the rule was needed
+    # Without explain, neither the parts nor the query language are sent.
+    plain = api.client.post("/v1/search", headers=api.headers, json={**body}).json()
+    assert plain["query_language"] is None and plain["hits"][0]["explain"] is None
+
+
 def test_hybrid_search_fuses_and_filters(api: Api, corpus: dict[str, str]) -> None:
     r = api.client.post("/v1/search", headers=api.headers, json={
         "query": "firefighters bushfires Blue Mountains", "mode": "hybrid", "limit": 5,

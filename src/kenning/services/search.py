@@ -1,8 +1,10 @@
-"""Search: keyword (BM25), semantic (vectors) and hybrid (reciprocal rank fusion).
+"""Search: keyword (BM25), semantic (vectors) and hybrid (weighted reciprocal rank fusion
+of the two, per asset, with a keyword weight that depends on the query's and the asset's
+languages: :mod:`kenning.services.fusion`).
 
 Both retrievers return segment ids; every candidate is then joined against the metadata
 store, which applies the tenant scope (again) and the structured filters and drops
-anything deleted since it was indexed. Hits are grouped to the best segment per asset.
+anything deleted since it was indexed. Hits are one per asset, its best segment.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
 from kenning.ingest.metadata import check_key, check_string
 from kenning.principal import Principal
+from kenning.processors.text.language import detect_language
+from kenning.services.fusion import FusedHit, FusionWeights, LegHit, fuse, ranked_alone
 from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, vector_namespace
@@ -60,6 +64,21 @@ class SearchRequest(BaseModel):
     modalities: list[str] | None = Field(None, description="Alias of filters.kind.")
     filters: SearchFilters = Field(default_factory=SearchFilters)
     limit: int = Field(10, ge=1, le=100)
+    explain: bool = Field(
+        False, description="Return each retriever's rank, score, weight and contribution "
+        "per hit, and the query language the fusion used.")
+
+
+class HitComponent(BaseModel):
+    """One retriever's part in a hit (``explain``)."""
+
+    rank: int = Field(description="1-based rank of the asset in this retriever's list.")
+    score: float = Field(description="The retriever's score: BM25 (keyword), cosine (semantic).")
+    segment_id: int = Field(description="The asset's best segment for this retriever.")
+    weight: float = Field(description="The retriever's weight for this asset.")
+    contribution: float = Field(
+        description="weight * (score / best score of this retriever) / (rrf_k + rank); "
+        "the contributions add up to the hit's score.")
 
 
 class SearchHit(BaseModel):
@@ -74,14 +93,20 @@ class SearchHit(BaseModel):
     highlight: str | None
     score: float
     scores: dict[str, float]
-    """Per-retriever scores (keyword BM25, semantic cosine, fused RRF)."""
+    """Per-retriever scores (keyword BM25, semantic cosine) and, in hybrid mode, the fused
+    score (``rrf``)."""
     language: str | None
     metadata: dict[str, Any]
+    explain: dict[str, HitComponent] | None = None
+    """With ``explain``: each retriever that found the asset, by name."""
 
 
 class SearchResponse(BaseModel):
     mode: SearchMode
     hits: list[SearchHit]
+    query_language: str | None = None
+    """With ``explain`` in hybrid mode: the query language the fusion used (None:
+    unknown, the keyword weight applied in full)."""
 
 
 class SearchService:
@@ -89,6 +114,11 @@ class SearchService:
         self.stores = stores
         self.embedder = embedder
         self.settings = settings
+        self.weights = FusionWeights(
+            k=settings.rrf_k, keyword=settings.hybrid_keyword_weight,
+            semantic=settings.hybrid_semantic_weight,
+            crosslingual_keyword=settings.hybrid_crosslingual_keyword,
+        )
 
     def search(self, who: Principal, req: SearchRequest) -> SearchResponse:
         if req.image is not None:
@@ -120,51 +150,58 @@ class SearchService:
         keyword: dict[int, tuple[float, str]] = {}
         semantic: dict[int, float] = {}
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
-            for hit in self.stores.keyword.search(
+            for found in self.stores.keyword.search(
                 who.tenant_id, query, depth, asset_ids=allowed_assets
             ):
-                keyword[hit.id] = (hit.score, hit.highlight)
+                keyword[found.id] = (found.score, found.highlight)
         if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
             semantic = self._semantic(who, query, req.asset_id, depth, allowed_assets)
 
-        fused: dict[int, dict[str, float]] = {}
-        k = self.settings.rrf_k
-        for rank, seg_id in enumerate(sorted(keyword, key=lambda i: -keyword[i][0])):
-            fused.setdefault(seg_id, {})["keyword"] = keyword[seg_id][0]
-            fused[seg_id]["rrf"] = fused[seg_id].get("rrf", 0) + 1 / (k + rank + 1)
-        for rank, seg_id in enumerate(sorted(semantic, key=lambda i: -semantic[i])):
-            fused.setdefault(seg_id, {})["semantic"] = semantic[seg_id]
-            fused[seg_id]["rrf"] = fused[seg_id].get("rrf", 0) + 1 / (k + rank + 1)
-
-        def score(seg_id: int) -> float:
-            s = fused[seg_id]
-            if mode == SearchMode.KEYWORD:
-                return s["keyword"]
-            if mode == SearchMode.SEMANTIC:
-                return s["semantic"]
-            return s["rrf"]
-
-        ranked = sorted(fused, key=lambda i: (-score(i), i))
-        hits = self._join(who, ranked, filters, req.asset_id)
+        # One join for every candidate: the tenant scope, the filters and what was
+        # deleted since it was indexed drop segments before they are ranked per asset.
+        rows = self._join(who, [*keyword, *(i for i in semantic if i not in keyword)],
+                          filters, req.asset_id)
+        legs: dict[str, list[LegHit]] = {}
+        if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+            legs["keyword"] = [LegHit(rows[i][1].id, i, keyword[i][0])
+                               for i in sorted(keyword, key=lambda i: (-keyword[i][0], i))
+                               if i in rows]
+        if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
+            legs["semantic"] = [LegHit(rows[i][1].id, i, semantic[i])
+                                for i in sorted(semantic, key=lambda i: (-semantic[i], i))
+                                if i in rows]
+        query_language = None
+        if mode == SearchMode.HYBRID:
+            query_language = self.query_language(query)
+            fused = fuse(legs, self.weights, query_language=query_language,
+                         asset_languages={a.id: a.language for _, a in rows.values()})
+        else:
+            (leg, hits), = legs.items()
+            fused = ranked_alone(leg, hits)
         out: list[SearchHit] = []
-        seen: set[str] = set()
-        for seg, asset in hits:
-            if asset.id in seen:
-                continue
-            seen.add(asset.id)
+        for hit in fused[:req.limit]:
+            seg, asset = rows[hit.segment_id]
+            scores = {leg: round(c.score, 6) for leg, c in hit.components.items()}
+            if mode == SearchMode.HYBRID:
+                scores["rrf"] = round(hit.score, 6)
             out.append(
                 SearchHit(
                     asset_id=asset.id, kind=asset.kind, title=asset.title, segment_id=seg.id,
                     segment_kind=seg.kind, start_s=seg.start_s, end_s=seg.end_s,
                     text=seg.text, highlight=keyword.get(seg.id, (0.0, None))[1],
-                    score=round(score(seg.id), 6),
-                    scores={k_: round(v, 6) for k_, v in fused[seg.id].items()},
+                    score=round(hit.score, 6), scores=scores,
                     language=asset.language, metadata=sanitize_metadata(asset.meta),
+                    explain=_explain(hit) if req.explain else None,
                 )
             )
-            if len(out) >= req.limit:
-                break
-        return SearchResponse(mode=mode, hits=out)
+        return SearchResponse(mode=mode, hits=out,
+                              query_language=query_language if req.explain else None)
+
+    def query_language(self, query: str) -> str | None:
+        """The query's language when the identifier is confident, else None (unknown:
+        the keyword weight then applies in full)."""
+        language, confidence = detect_language(query)
+        return language if confidence >= self.settings.query_language_confidence else None
 
     # --- retrieval ---------------------------------------------------------------------
     def _semantic(
@@ -233,9 +270,10 @@ class SearchService:
 
     def _join(
         self, who: Principal, seg_ids: list[int], f: SearchFilters, exclude: str | None
-    ) -> list[tuple[Segment, Asset]]:
+    ) -> dict[int, tuple[Segment, Asset]]:
+        """The segments among ``seg_ids`` that are the tenant's and pass the filters."""
         if not seg_ids:
-            return []
+            return {}
         query = self._filtered(
             who, select(Segment, Asset).join(Asset, Asset.id == Segment.asset_id), f
         ).where(Segment.id.in_(seg_ids), Segment.tenant_id == who.tenant_id)
@@ -244,8 +282,13 @@ class SearchService:
         if exclude:
             query = query.where(Asset.id != exclude)
         with self.stores.db.session(write=False) as s:
-            rows = {seg.id: (seg, asset) for seg, asset in s.execute(query).tuples()}
-        return [rows[i] for i in seg_ids if i in rows]
+            return {seg.id: (seg, asset) for seg, asset in s.execute(query).tuples()}
+
+
+def _explain(hit: FusedHit) -> dict[str, HitComponent]:
+    return {leg: HitComponent(rank=c.rank, score=round(c.score, 6), segment_id=c.segment_id,
+                              weight=c.weight, contribution=round(c.contribution, 6))
+            for leg, c in hit.components.items()}
 
 
 def check_filters(f: SearchFilters) -> None:
