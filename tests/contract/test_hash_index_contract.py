@@ -158,3 +158,27 @@ def test_clear_forgets_everything_saved_too(factory: HashIndexFactory, tmp_path:
     assert index.count(NS) == 0 and index.saved_mark() is None
     reopened = factory(tmp_path)
     assert reopened.count(NS) == 0 and reopened.saved_mark() is None
+
+
+def test_exact_in_a_large_namespace_through_adds_and_removals(index: HashIndex) -> None:
+    """Enough codes for an index's sublinear structures (PDQ-scale radii 31 and beyond):
+    every answer equals brute force, new codes match at once, removed ones are gone."""
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 256, (40_000, BITS // 8), dtype=np.uint8)
+    query = codes[0].copy()
+    for i, distance in enumerate(range(1, 70, 2), start=1):  # neighbours at 1..69 bits
+        codes[i] = np.frombuffer(flip(query.tobytes(), list(range(distance))), np.uint8)
+    index.add(NS, list(range(len(codes))), [c.tobytes() for c in codes])
+    distances = np.bitwise_count(np.bitwise_xor(codes, query)).sum(axis=1)
+
+    def expected(radius: int, dead: set[int]) -> list[HashHit]:
+        near = [(int(distances[i]), int(i)) for i in np.flatnonzero(distances <= radius)]
+        return [HashHit(i, d) for d, i in sorted(near) if i not in dead][:100]
+
+    for radius in (0, 16, 31, 32, 47, 64, 256):
+        assert index.search(NS, query.tobytes(), max_distance=radius, k=100) == (
+            expected(radius, set()))
+    assert index.remove(NS, [3, 5]) == 2
+    index.add(NS, [40_000], [flip(query.tobytes(), [7, 8])])
+    assert index.search(NS, query.tobytes(), max_distance=31, k=100) == sorted(
+        [*expected(31, {3, 5}), HashHit(40_000, 2)], key=lambda h: (h.distance, h.id))

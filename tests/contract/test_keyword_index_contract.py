@@ -271,3 +271,95 @@ def test_apply_log_changes_nothing_when_the_mark_moved(
                              expect=0, mark=4)
     assert two.log_mark() == 5
     assert ids(two.search("t1", "heatwave", 5)) == [1]
+
+
+# --------------------------------------------------------------------------- stopwords
+
+
+BUSHFIRES = [
+    KeywordDoc(1, "t1", "cricket", "Australia won the test in Sydney"),
+    KeywordDoc(2, "t1", "roads", "Road deaths rose in the holidays"),
+    KeywordDoc(3, "t1", "fires", "Die Waldbrände in Australien wüten seit Wochen"),
+    KeywordDoc(4, "t1", "smoke", "Rauch der Waldbrände zieht über Sydney"),
+]
+
+
+@pytest.mark.parametrize("language", ["de", None])
+def test_a_stopword_alone_never_makes_a_document_match(
+    index: KeywordIndex, language: str | None
+) -> None:
+    index.upsert(BUSHFIRES)
+    hits = index.search("t1", "Waldbrände in Australien", 10, language=language)
+    # Every word first, then every word but "in", then any of those: never "in" alone
+    # (documents 2 and the filler hold "in" only).
+    assert ids(hits) == [3, 4]
+    assert "<mark>in</mark>" in hits[0].highlight  # matched words of its pass are marked
+    assert "<mark>in</mark>" not in hits[1].highlight
+
+
+def test_stopwords_follow_the_query_language(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a", "die hard returns to the cinema"),
+                  KeywordDoc(2, "t1", "b", "hard choices for the council"),
+                  KeywordDoc(3, "t1", "c", "rock stars who die young")])
+    # "die" is a German stopword, not an English one: in German it matches nothing alone.
+    assert sorted(ids(index.search("t1", "die hard", 10, language="en"))) == [1, 2, 3]
+    assert ids(index.search("t1", "die hard", 10, language="de")) == [1, 2]
+
+
+def test_a_query_of_stopwords_only_keeps_its_words(index: KeywordIndex) -> None:
+    hits = index.search("t1", "in the", 10, language="en")
+    # Every word: filler holding both "in" and "the"; then either.
+    both = [900 + i for i, text in enumerate(FILLER) if {"in", "the"} <= set(text.split())]
+    assert ids(hits)[: len(both)] == both
+    assert len(hits) == sum(1 for text in FILLER if {"in", "the"} & set(text.split()))
+
+
+# --------------------------------------------------------------------------- titles
+
+
+def test_a_title_word_outranks_the_same_word_in_a_body(index: KeywordIndex) -> None:
+    body = "officials met again on monday to talk about next year"
+    index.upsert([
+        KeywordDoc(1, "t1", "a1", body + " and the harbour", title=None),
+        KeywordDoc(2, "t1", "a2", body + " and the budget", title="Harbour plans"),
+    ])
+    hits = index.search("t1", "harbour", 10)
+    assert ids(hits) == [2, 1]
+    assert hits[0].score > hits[1].score
+    # Highlights come from the text, never the title.
+    assert "<mark>" not in hits[0].highlight and "Harbour plans" not in hits[0].highlight
+    assert "<mark>harbour</mark>" in hits[1].highlight
+
+
+def test_upserting_without_a_title_drops_it(index: KeywordIndex) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a1", "nothing here", title="Zebra crossing")])
+    assert ids(index.search("t1", "zebra", 10)) == [1]
+    index.upsert([KeywordDoc(1, "t1", "a1", "nothing here")])
+    assert index.search("t1", "zebra", 10) == []
+
+
+# --------------------------------------------------------------------------- CJK
+
+
+def test_chinese_and_japanese_queries_find_their_documents(index: KeywordIndex) -> None:
+    index.upsert([
+        KeywordDoc(1, "t1", "zh", "澳大利亚的山火已经持续了数周，烟雾笼罩悉尼。"),  # noqa: RUF001
+        KeywordDoc(2, "t1", "ja", "オーストラリアで森林火災が続いている。"),
+        KeywordDoc(3, "t1", "zh2", "中国足球队昨天赢得了比赛。"),
+        KeywordDoc(4, "t1", "mixed", "新款iPhone手机在东京发售"),
+    ])
+    zh = index.search("t1", "澳大利亚山火", 10, language="zh")
+    assert ids(zh) == [1]  # every bigram but 亚山 is in it: found by the looser pass
+    assert "<mark>澳大利亚</mark>的<mark>山火</mark>" in zh[0].highlight
+    assert ids(index.search("t1", "森林火災", 10, language="ja")) == [2]
+    assert ids(index.search("t1", "山火", 10)) == [1]
+    assert ids(index.search("t1", "iphone 东京", 10)) == [4]
+    assert ids(index.search("t1", "足球", 10)) == [3]
+
+
+@pytest.mark.parametrize(("stored", "query"), [("Waldbrände", "waldbrande"),
+                                                ("WALDBRANDE", "Waldbrände"),
+                                                ("São Paulo", "sao paulo")])
+def test_diacritics_fold_both_ways(index: KeywordIndex, stored: str, query: str) -> None:
+    index.upsert([KeywordDoc(1, "t1", "a", f"news from {stored} today")])
+    assert ids(index.search("t1", query, 10)) == [1]

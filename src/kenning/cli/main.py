@@ -4,8 +4,10 @@ API uses."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -15,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from kenning.cli.client import ApiError, Client, plan_batches
 from kenning.settings import Settings
@@ -262,6 +265,56 @@ def ingest(
         raise typer.Exit(1)
 
 
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the JSON answer, not a table.")]
+_MARK = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
+
+
+def highlighted(snippet: str) -> Text:
+    """A search highlight (HTML-escaped, terms in ``<mark>``) as terminal text: marks in
+    bold reverse, entities unescaped, no tag left."""
+    out, left = Text(), 0
+    for m in _MARK.finditer(snippet):
+        out.append(html.unescape(snippet[left:m.start()]))
+        out.append(html.unescape(m.group(1)), style="bold reverse")
+        left = m.end()
+    out.append(html.unescape(snippet[left:].replace("<mark>", "").replace("</mark>", "")))
+    return out
+
+
+def search_table(result: dict[str, Any]) -> Table:
+    """``POST /v1/search``'s answer as a table: score, kind, asset, title over snippet."""
+    table = Table("score", "kind", "asset", "title / text")
+    for hit in result["hits"]:
+        cell = Text(hit.get("title") or "", style="bold")
+        snippet = highlighted(" ".join((hit.get("highlight") or hit.get("text") or "").split()))
+        snippet.truncate(160, overflow="ellipsis")
+        cell.append("\n").append_text(snippet)
+        table.add_row(f"{hit['score']:.4f}", hit["kind"], hit["asset_id"], cell)
+    return table
+
+
+def similar_table(result: dict[str, Any]) -> Table:
+    """``POST /v1/similar``'s answer as a table, strongest match first."""
+    table = Table("score", "method", "kind", "asset", "title", "evidence")
+    for match in result["matches"]:
+        evidence = ", ".join(f"{k}={v}" for k, v in (match.get("evidence") or {}).items())
+        table.add_row(f"{match['score']:.4f}", match["method"], match.get("kind") or "",
+                      match["asset_id"], match.get("title") or "", evidence)
+    return table
+
+
+def status_table(ready: dict[str, Any], queues: list[dict[str, Any]]) -> Table:
+    """Readiness checks, then each queue's depths."""
+    state = "[green]ready[/green]" if ready.get("ready") else "[red]not ready[/red]"
+    checks = ", ".join(f"{k}: {v}" for k, v in (ready.get("checks") or {}).items())
+    table = Table("queue", "ready", "delayed", "in flight", "dead",
+                  title=f"{state}  {checks}")
+    for q in queues:
+        table.add_row(q["queue"], str(q["ready"]), str(q["delayed"]), str(q["in_flight"]),
+                      f"[red]{q['dead']}[/red]" if q["dead"] else "0")
+    return table
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
@@ -269,6 +322,7 @@ def search(
     limit: Annotated[int, typer.Option(help="Most hits.")] = 10,
     kind: Annotated[list[str] | None, typer.Option(help="Filter by asset kind.")] = None,
     language: Annotated[list[str] | None, typer.Option(help="Filter by language.")] = None,
+    as_json: JsonOut = False,
     data_dir: DataDir = None,
     api_url: ApiUrl = None,
 ) -> None:
@@ -279,18 +333,17 @@ def search(
         result = _client(data_dir, api_url).post("/v1/search", body)
     except ApiError as exc:
         _fail(exc)
-    table = Table("score", "kind", "asset", "title / text")
-    for hit in result["hits"]:
-        snippet = (hit.get("highlight") or hit.get("text") or "").replace("\n", " ")[:100]
-        table.add_row(f"{hit['score']:.4f}", hit["kind"], hit["asset_id"],
-                      f"{hit.get('title') or ''}\n{snippet}")
-    Console().print(table)
+    if as_json:
+        _print(result)
+    else:
+        Console().print(search_table(result))
 
 
 @app.command()
 def similar(
     target: Annotated[str, typer.Argument(help="A file path or an asset id.")],
     threshold: Annotated[float | None, typer.Option(help="PDQ bits or cosine.")] = None,
+    as_json: JsonOut = False,
     data_dir: DataDir = None,
     api_url: ApiUrl = None,
 ) -> None:
@@ -304,7 +357,10 @@ def similar(
             result = client.post("/v1/similar", {"asset_id": target, "threshold": threshold})
     except ApiError as exc:
         _fail(exc)
-    _print(result)
+    if as_json:
+        _print(result)
+    else:
+        Console().print(similar_table(result))
 
 
 @app.command()
@@ -340,7 +396,7 @@ def migrate(
 
 
 @app.command()
-def status(data_dir: DataDir = None, api_url: ApiUrl = None) -> None:
+def status(as_json: JsonOut = False, data_dir: DataDir = None, api_url: ApiUrl = None) -> None:
     """Server readiness and queue depths."""
     client = _client(data_dir, api_url)
     try:
@@ -348,7 +404,10 @@ def status(data_dir: DataDir = None, api_url: ApiUrl = None) -> None:
         queues = client.get("/v1/admin/queues")
     except ApiError as exc:
         _fail(exc)
-    _print({"ready": ready, "queues": queues})
+    if as_json:
+        _print({"ready": ready, "queues": queues})
+    else:
+        Console().print(status_table(ready, queues))
 
 
 @dlq.command("list")

@@ -44,9 +44,9 @@ from kenning.stores.hashes.protocol import HashIndex
 from kenning.stores.index_log import KINDS, MARKER, LogEntry
 from kenning.stores.keyword.protocol import KeywordDoc, KeywordIndex
 from kenning.stores.metadata import Database
-from kenning.stores.metadata.tables import Embedding, Fingerprint, Segment, utcnow
+from kenning.stores.metadata.tables import Asset, Embedding, Fingerprint, Segment, utcnow
 from kenning.stores.namespaces import hash_namespace, vector_namespace
-from kenning.stores.sync import rebuild_indexes
+from kenning.stores.sync import matchable, rebuild_indexes
 from kenning.stores.vectors.protocol import VectorIndex
 
 __all__ = ["IndexFollower"]
@@ -129,7 +129,8 @@ class IndexFollower:
 
         Returns counts for the start-up log: ``rebuilt`` (rebuilds from the tables; 0 when
         the snapshots served), ``vectors`` and ``hashes`` read by a rebuild, ``applied``
-        log entries and the lowest ``mark``.
+        log entries, keyword documents of an older format ``refreshed`` and the lowest
+        ``mark``.
         """
         with self._lock:
             if self._loaded:
@@ -150,6 +151,7 @@ class IndexFollower:
             self._gaps = []
             self._loaded = True
             counts["applied"] = self._catch_up()
+            counts["refreshed"] = self._refresh_keyword()
             counts["rebuilt"] = self._rebuilds - rebuilds
             if self._rebuilt_unsaved:
                 self._save()  # the next start loads this instead of rebuilding again
@@ -349,10 +351,10 @@ class IndexFollower:
             with self.db.session(write=False) as s:
                 rows = s.execute(select(
                     Fingerprint.id, Fingerprint.tenant_id, Fingerprint.algorithm,
-                    Fingerprint.bits).where(Fingerprint.id.in_(chunk))).all()
-            for fp_id, tenant, algorithm, bits in rows:
+                    Fingerprint.bits, Fingerprint.quality).where(Fingerprint.id.in_(chunk))).all()
+            for fp_id, tenant, algorithm, bits, quality in rows:
                 namespace = hash_namespace(tenant, algorithm)
-                if namespace in adds[fp_id]:
+                if namespace in adds[fp_id] and matchable(quality):  # low quality: never matched
                     groups[namespace][0].append(fp_id)
                     groups[namespace][1].append(bits)
         for namespace, (ids, codes) in groups.items():
@@ -376,7 +378,8 @@ class IndexFollower:
                 if e.seq > expect:
                     last[e.item_id] = e
             removes = [i for i, e in last.items() if e.op == "remove"]
-            docs = self._keyword_docs({i: e.namespace for i, e in last.items() if e.op == "add"})
+            docs = self._keyword_docs({i: e.namespace for i, e in last.items()
+                                       if e.op == "add"})
             mark = self._mark("keyword", read_to)
             if not removes and not docs and mark == expect:
                 return
@@ -385,16 +388,44 @@ class IndexFollower:
                 return
             self._floor["keyword"] = self.keyword.log_mark()
 
-    def _keyword_docs(self, adds: dict[int, str]) -> list[KeywordDoc]:
+    def _keyword_docs(self, adds: dict[int, str | None]) -> list[KeywordDoc]:
+        """The documents of segments ``adds`` (id -> the tenant its entry names; ``None``:
+        any). The asset's title goes with its first segment (``seq`` 0) only: one
+        document per asset is lifted by a title word, not every chunk of it."""
         docs = []
         for chunk in _chunks(list(adds)):
             with self.db.session(write=False) as s:
-                rows = s.execute(select(Segment.id, Segment.tenant_id, Segment.asset_id,
-                                        Segment.text).where(Segment.id.in_(chunk))).all()
-            docs += [KeywordDoc(seg_id, tenant, asset_id, body)
-                     for seg_id, tenant, asset_id, body in rows
-                     if tenant == adds[seg_id] and body and body.strip()]
+                rows = s.execute(
+                    select(Segment.id, Segment.tenant_id, Segment.asset_id, Segment.text,
+                           Segment.seq, Asset.title)
+                    .outerjoin(Asset, Asset.id == Segment.asset_id)
+                    .where(Segment.id.in_(chunk))).all()
+            docs += [KeywordDoc(seg_id, tenant, asset_id, body, title if seq == 0 else None)
+                     for seg_id, tenant, asset_id, body, seq, title in rows
+                     if adds[seg_id] in (None, tenant) and body and body.strip()]
         return docs
+
+    def _refresh_keyword(self) -> int:
+        """Read again the keyword documents of an older format (the index lists them:
+        ``stale``) and write them as they are now, title included; a document whose
+        segment is gone or empty goes. Compare-and-set on the keyword mark, so a
+        concurrent follower's changes are never undone. Returns how many were read."""
+        done, after = 0, 0
+        while ids := self.keyword.stale(after, self.batch):
+            after = ids[-1]
+            while True:
+                expect = self.keyword.log_mark()
+                docs = self._keyword_docs(dict.fromkeys(ids))
+                found = {d.id for d in docs}
+                gone = [i for i in ids if i not in found]
+                if self.keyword.apply_log(delete=gone, upsert=docs, expect=expect,
+                                          mark=expect):
+                    break
+            done += len(ids)
+        if done:
+            log.info("keyword documents of an older format indexed again",
+                     extra={"documents": done})
+        return done
 
     # --- recovery ----------------------------------------------------------------------
     def _rebuild(self) -> dict[str, int]:

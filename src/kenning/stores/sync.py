@@ -4,6 +4,9 @@
 follower runs it when no snapshot can be trusted. :func:`prune_keyword_orphans` logs the
 removal of keyword documents whose segment rows are gone (left by versions that updated
 indexes after the commit, or by a lost keyword file); the follower applies it.
+
+Fingerprints below :data:`MIN_HASH_QUALITY` stay in the tables but never enter the hash
+index (here and in the follower), so they can never match.
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ from kenning.stores.vectors.protocol import VectorIndex
 
 if TYPE_CHECKING:
     from kenning.stores.bundle import Stores
+
+MIN_HASH_QUALITY = 50.0
+"""Fingerprints whose quality (0-100) is below this are not indexed. PDQ's guidance: a hash
+of quality below ~50 (flat, tiny or featureless images) is unreliable and matches images
+it has nothing in common with. A fingerprint without a quality is indexed."""
+
+
+def matchable(quality: float | None) -> bool:
+    """Whether a fingerprint of this quality goes into the hash index."""
+    return quality is None or quality >= MIN_HASH_QUALITY
 
 
 def rebuild_indexes(
@@ -47,10 +60,11 @@ def rebuild_indexes(
         last = 0
         while fps := s.execute(
             select(Fingerprint.id, Fingerprint.tenant_id, Fingerprint.algorithm,
-                   Fingerprint.bits)
+                   Fingerprint.bits, Fingerprint.quality)
             .where(Fingerprint.id > last).order_by(Fingerprint.id).limit(batch)
         ).all():
-            index_codes(hashes, ((i, t, a, b) for i, t, a, b in fps))
+            index_codes(hashes, ((i, t, a, b) for i, t, a, b, quality in fps
+                                 if matchable(quality)))
             counts["hashes"] += len(fps)
             last = fps[-1][0]
     return counts
@@ -70,7 +84,8 @@ def index_vectors(
 
 
 def index_codes(hashes: HashIndex, rows: Iterable[tuple[int, str, str, bytes]]) -> None:
-    """Add ``(fingerprint id, tenant, algorithm, bits)`` rows, one call a namespace."""
+    """Add ``(fingerprint id, tenant, algorithm, bits)`` rows, one call a namespace (the
+    caller leaves out fingerprints that are not :func:`matchable`)."""
     groups: dict[str, tuple[list[int], list[bytes]]] = defaultdict(lambda: ([], []))
     for fp_id, tenant, algorithm, bits in rows:
         ids, codes = groups[hash_namespace(tenant, algorithm)]

@@ -1,9 +1,15 @@
-"""Embedded hash index: one faiss ``IndexBinaryFlat`` per namespace, exact range search.
+"""Embedded hash index: exact Hamming range search, per namespace, in memory.
 
-A flat binary index compares the query with every code using popcount (about 1M PDQ-256
-codes per few tens of milliseconds), which is exact and fast enough for one machine.
+A namespace of at least :data:`MIN_TABLE_ROWS` codes answers from multi-index hashing
+tables (:mod:`kenning.stores.hashes.mih`): at PDQ's match radius of 31 bits a query reads
+about 0.4% of random codes instead of all of them. A smaller namespace, a radius the
+tables cannot serve (``max_distance // (bytes / 2)`` above 2, i.e. beyond 47 bits for
+PDQ-256) and a query whose buckets hold too many candidates (larger radii, clustered
+codes) scan every code with a faiss ``IndexBinaryFlat`` instead; every path is exact.
 Removals and upserts tombstone a position, filtered after the range search; a namespace
 is compacted (rebuilt from its live codes) once tombstones exceed ``compact_ratio``.
+The tables are not saved: they are rebuilt from the codes by the first search after a
+load or a compaction (about 0.5 s for 1M PDQ codes, 6 s for 10M: bench/bench_hashes.py).
 
 With a ``root`` folder, :meth:`FaissBinaryHashIndex.save` writes each changed namespace
 and then the index-log mark the snapshot includes; the snapshot is read on first use.
@@ -28,6 +34,7 @@ from kenning.stores._files import (
     write_mark,
 )
 from kenning.stores._positions import TombstonedRows
+from kenning.stores.hashes.mih import SubstringTables
 from kenning.stores.hashes.protocol import HashHit
 
 try:
@@ -40,10 +47,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 faiss: Any = _faiss  # the bundled stubs lack the numpy-taking overloads
 log = logging.getLogger(__name__)
 _FORMAT = 1
+MIN_TABLE_ROWS = 32768
+"""Below this many positions a flat scan (about 2 ns a code on one core) is as fast as the
+tables at radius 31 (about 50 us a query, mostly fixed numpy overhead)."""
+_SCAN_SHARE = 32
+"""The tables give way to a flat scan once they would verify more than 1/32 of the codes:
+a gathered, verified candidate costs about 30 times a code scanned in place."""
 
 
 class _Namespace(TombstonedRows):
-    """Tombstoned positions of codes; ``index`` holds the same codes, position for position."""
+    """Tombstoned positions of codes; ``index`` (flat) and ``tables`` (multi-index hashing,
+    built on the first search that can use them) address the same positions."""
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
@@ -52,6 +66,22 @@ class _Namespace(TombstonedRows):
     def clear(self) -> None:
         super().clear()
         self.index = faiss.IndexBinaryFlat(8 * self.nbytes)
+        self.tables: SubstringTables | None = None
+
+    def within(self, query: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions within ``radius`` bits of ``query`` (dead ones too) and distances."""
+        if self.n >= MIN_TABLE_ROWS:
+            if self.tables is None:
+                self.tables = SubstringTables(self.nbytes)
+            if self.tables.covers(radius):
+                found = self.tables.search(
+                    self.rows, self.n, query, radius, budget=self.n // _SCAN_SHARE
+                )
+                if found is not None:
+                    return found
+        # faiss binary range search keeps distances strictly below the radius.
+        _, distances, positions = self.index.range_search(query.reshape(1, -1), radius + 1)
+        return positions, distances
 
     def append(self, ids: np.ndarray, codes: np.ndarray) -> None:
         super().append(ids, codes)
@@ -123,9 +153,8 @@ class FaissBinaryHashIndex:
             space = self._space(namespace, len(code), create=False)
             if space is None or k <= 0 or max_distance < 0 or not space.pos:
                 return []
-            query = np.frombuffer(code, dtype=np.uint8).reshape(1, -1)
-            # faiss binary range search keeps distances strictly below the radius.
-            _, distances, positions = space.index.range_search(query, max_distance + 1)
+            query = np.frombuffer(code, dtype=np.uint8)
+            positions, distances = space.within(query, max_distance)
             keep = space.live[positions]
             ids, distances = space.ids[positions[keep]], distances[keep]
         order = np.lexsort((ids, distances))[:k]

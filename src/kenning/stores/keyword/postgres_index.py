@@ -9,10 +9,14 @@ number of documents containing it; ``_mark`` the index-log position (:meth:`appl
 Every write changes documents and statistics in one transaction, so they are exact.
 
 Words are cut and folded in Python as the embedded index does it (NFKC, runs of letters
-and digits, case and Latin diacritics folded, no stemming, no stop words), for documents
+and digits, case and Latin diacritics folded, CJK as bigrams, no stemming), for documents
 and queries alike; the ``tsvector`` is built from those terms, so no text
-search configuration is involved. Query text is never parsed by PostgreSQL: its words are
-folded, then each is quoted as a lexeme of a ``tsquery`` built here from ``&`` and ``|``.
+search configuration is involved. A document's ``tf`` and ``length`` count its title as
+FTS5 counts a weighted column: ``tf = tf(body) + TITLE_WEIGHT * tf(title)``, ``length =
+|body| + |title|``. Documents of an older format (before titles and CJK bigrams) are
+flagged ``stale`` when the table is opened, for the follower to read again. Query text is
+never parsed by PostgreSQL: its words are folded, then each is quoted as a lexeme of a
+``tsquery`` built here from ``&`` and ``|``.
 
 Ranking is SQLite FTS5's ``bm25()`` with its constants (k1 = 1.2, b = 0.75), computed in
 SQL for the candidates the GIN index finds, from the tenant's statistics::
@@ -23,8 +27,8 @@ SQL for the candidates the GIN index finds, from the tenant's statistics::
 
 with ``N`` the tenant's documents, ``avgdl`` their mean length and ``df(q)`` how many of
 them contain ``q`` (FTS5 counts these over the whole table, every tenant together).
-Documents containing every term come first; if fewer than ``k`` do, documents containing
-any term follow, each group by score, then id.
+Searches run the passes of :func:`~kenning.stores.keyword.stopwords.passes` (every word;
+every word but stopwords; any of those), each group by score, then id.
 
 Writers lock the tenants they touch (transaction advisory locks, in one global order)
 before any row, and :meth:`apply_log` first locks the mark row; a write that finds a
@@ -48,14 +52,15 @@ import psycopg
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from kenning.stores.keyword.protocol import KeywordDoc, KeywordHit
-from kenning.stores.keyword.sqlite_fts import query_terms
-from kenning.stores.keyword.words import fold, snippet, words
+from kenning.stores.keyword.protocol import TITLE_WEIGHT, KeywordDoc, KeywordHit
+from kenning.stores.keyword.stopwords import passes
+from kenning.stores.keyword.words import query_terms, snippet, words
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _K1, _B = 1.2, 0.75  # FTS5's bm25() constants
 _MAX_TERM_BYTES = 1_000_000  # under a tsvector's 1 MiB: a document's later terms go
 _ATTEMPTS = 5
+_TITLE_TF = int(TITLE_WEIGHT)  # whole, so tf stays an exact integer in jsonb
 
 T = TypeVar("T")
 
@@ -72,6 +77,7 @@ class _Row:
     body: str
     tf: Counter[str]
     length: int
+    stale: bool = False
 
 
 class PostgresKeywordIndex:
@@ -125,6 +131,15 @@ class PostgresKeywordIndex:
                 f"CREATE TABLE IF NOT EXISTS {t}_mark (one boolean PRIMARY KEY "
                 "DEFAULT true CHECK (one), mark bigint NOT NULL)"))
             c.execute(text(f"INSERT INTO {t}_mark (mark) VALUES (0) ON CONFLICT DO NOTHING"))
+            # Format 2: rows written before it (no ``stale`` column) are flagged stale.
+            # Checked first: ALTER TABLE would lock out every search even when not needed.
+            if not c.execute(text(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                    "current_schema() AND table_name = :t AND column_name = 'stale'"),
+                    {"t": t}).first():
+                c.execute(text(f"ALTER TABLE {t} ADD COLUMN stale boolean NOT NULL "
+                               "DEFAULT true"))
+            c.execute(text(f"CREATE INDEX IF NOT EXISTS {t}_stale ON {t} (id) WHERE stale"))
 
     # -- writes ------------------------------------------------------------------------
 
@@ -209,11 +224,12 @@ class PostgresKeywordIndex:
             raise _Retry
         if rows:  # one JSON parameter: far cheaper to send than arrays of JSON strings
             c.execute(text(
-                f"INSERT INTO {t} (id, tenant_id, asset_id, body, tf, length, terms) "
+                f"INSERT INTO {t} (id, tenant_id, asset_id, body, tf, length, terms, stale) "
                 "SELECT r.id, r.tenant_id, r.asset_id, r.body, r.tf, r.length, "
-                "array_to_tsvector(ARRAY(SELECT jsonb_object_keys(r.tf)) || r.own) "
+                "array_to_tsvector(ARRAY(SELECT jsonb_object_keys(r.tf)) || r.own), r.stale "
                 "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, "
-                "tenant_id text, asset_id text, body text, tf jsonb, length integer, own text)"),
+                "tenant_id text, asset_id text, body text, tf jsonb, length integer, own text, "
+                "stale boolean)"),
                 {"rows": json.dumps([{**r.__dict__, "own": _tenantfold(r.tenant_id)}
                                      for r in rows], ensure_ascii=False)})
         self._count(c, gone, rows)
@@ -274,22 +290,34 @@ class PostgresKeywordIndex:
         k: int,
         *,
         asset_ids: Collection[str] | None = None,
+        language: str | None = None,
     ) -> list[KeywordHit]:
-        """BM25 search of the tenant's documents: all-words matches, then any-word ones."""
+        """BM25 search of the tenant's documents, pass by pass (see the protocol)."""
         terms = _query_lexemes(query)
         assets = None if asset_ids is None else sorted(a for a in asset_ids if "\x00" not in a)
         if not terms or k <= 0 or assets == [] or "\x00" in tenant_id:
             return []
+        hits: list[KeywordHit] = []
         with self._engine.connect() as conn:
             c = conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot
-            rows = list(c.execute(*self._search(tenant_id, terms, "&", k, assets, [])))
-            if len(rows) < k and len(terms) > 1:
-                seen = [int(r.id) for r in rows]
-                rows += c.execute(
-                    *self._search(tenant_id, terms, "|", k - len(rows), assets, seen))
-        wanted = set(terms)
-        return [KeywordHit(int(r.id), str(r.asset_id), float(r.score), snippet(r.body, wanted))
-                for r in rows]
+            for op, words in passes(terms, language):
+                seen = [h.id for h in hits]
+                wanted = set(words)
+                hits += [KeywordHit(int(r.id), str(r.asset_id), float(r.score),
+                                    snippet(r.body, wanted))
+                         for r in c.execute(*self._search(tenant_id, words, op, k - len(hits),
+                                                          assets, seen))]
+                if len(hits) >= k:
+                    break
+        return hits
+
+    def stale(self, after: int, limit: int) -> list[int]:
+        """Up to ``limit`` ids above ``after`` of documents of an older format."""
+        with self._engine.begin() as c:
+            rows = c.execute(text(f"SELECT id FROM {self.table} WHERE stale AND id > :after "
+                                  "ORDER BY id LIMIT :limit"),
+                             {"after": after, "limit": max(limit, 0)}).scalars().all()
+        return [int(i) for i in rows]
 
     def explain(self, tenant_id: str, query: str, k: int = 10, *, any_word: bool = False) -> str:
         """PostgreSQL's plan for the all-words (or any-word) pass of a :meth:`search`."""
@@ -381,7 +409,7 @@ class PostgresKeywordIndex:
 
 def _query_lexemes(query: str) -> list[str]:
     """The query's distinct folded words, at most as many as the embedded index takes."""
-    return list(dict.fromkeys(fold(word) for word in query_terms(query)))
+    return query_terms(query)
 
 
 def _tsquery_operand(lexeme: str) -> str:
@@ -413,12 +441,14 @@ def _rows(docs: Sequence[KeywordDoc]) -> list[_Row]:
         if "\x00" in doc.tenant_id + doc.asset_id:
             raise ValueError(f"document {doc.id}: a tenant or asset id cannot contain NUL")
         body = _clean(doc.text)
-        found = words(body)
+        found, title = words(body), words(_clean(doc.title or ""))
         tf = Counter(found)
+        for term in title:  # FTS5 adds a column's weight per occurrence
+            tf[term] += _TITLE_TF
         if 4 * sum(map(len, tf)) + len(tf) > _MAX_TERM_BYTES:  # 4: UTF-8's widest
             tf = _within_tsvector(tf)
         rows[int(doc.id)] = _Row(int(doc.id), doc.tenant_id, doc.asset_id, body, tf,
-                                 len(found))
+                                 len(found) + len(title))
     return list(rows.values())
 
 

@@ -6,6 +6,11 @@ removes all of its documents. The index follows the index log, like the vector a
 indexes (:meth:`KeywordIndex.apply_log`, with its own :meth:`KeywordIndex.log_mark`).
 Queries are untrusted user text: implementations never interpret query syntax, they
 search for the words.
+
+Both implementations agree on matches, ranks and highlights: words are cut and folded by
+:mod:`kenning.stores.keyword.words` (CJK as bigrams), stopwords by
+:mod:`kenning.stores.keyword.stopwords`, and BM25 is FTS5's with the title weighted
+:data:`TITLE_WEIGHT` times a body word.
 """
 
 from __future__ import annotations
@@ -13,6 +18,14 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+TITLE_WEIGHT = 3.0
+"""How much a title word counts in BM25 against a word of the body (FTS5 column weight).
+A whole number, so that both indexes sum term frequencies exactly alike."""
+FORMAT = 2
+"""The documents' format: 2 added titles and CJK bigrams. An index that finds documents
+of an older format converts them where it can and lists them in ``stale`` for the
+index follower to read again from the database."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,9 @@ class KeywordDoc:
     tenant_id: str
     asset_id: str
     text: str
+    title: str | None = None
+    """The asset's title, on the document that carries it (weighted in BM25, never in
+    highlights, which are cut from ``text``)."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +75,17 @@ class KeywordIndex(Protocol):
         k: int,
         *,
         asset_ids: Collection[str] | None = None,
+        language: str | None = None,
     ) -> list[KeywordHit]:
         """Up to ``k`` of the tenant's documents matching the words of ``query``.
 
-        Documents containing all words rank first; if fewer than ``k`` do, documents
-        containing any of the words follow. ``asset_ids`` restricts the search to those
-        assets. Any string is a valid query: one without words returns ``[]``.
+        Passes (:func:`~kenning.stores.keyword.stopwords.passes`), each filling what is
+        left of ``k``: documents containing every word; then every word but the
+        stopwords of ``language`` (ISO 639-1; ``None``: see
+        :mod:`~kenning.stores.keyword.stopwords`); then any of those, so a stopword
+        alone never makes a document match. Within a pass by BM25, then id.
+        ``asset_ids`` restricts the search to those assets. Any string is a valid
+        query: one without words returns ``[]``.
         """
         ...
 
@@ -77,6 +98,12 @@ class KeywordIndex(Protocol):
 
         Lets a collector page through the index to drop documents whose rows are gone.
         """
+        ...
+
+    def stale(self, after: int, limit: int) -> list[int]:
+        """Up to ``limit`` ids greater than ``after``, ascending, of documents written in
+        an older :data:`FORMAT` (without their title): the follower reads them again
+        from the database and upserts them, which takes them off this list."""
         ...
 
     def log_mark(self) -> int:

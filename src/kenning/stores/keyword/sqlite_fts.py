@@ -1,73 +1,77 @@
 """Embedded keyword index: SQLite FTS5 with BM25, in its own WAL-mode database file.
 
-``keyword_fts`` holds the text (rowid = document id) with ``tenant_id`` and ``asset_id``
-as unindexed columns; ``keyword_doc`` mirrors the ids with a (tenant, asset) index so that
-``count`` and ``delete_asset`` do not scan the full-text table. Both change in one
-transaction. ``keyword_log_mark`` holds the index-log position the documents include; it
-changes in the same transaction as they do (``apply_log``), so processes sharing the file
-agree on it.
+``keyword_fts`` holds each document (rowid = document id): its ``text`` and ``title``
+(indexed; CJK bigrams spelled out, see :func:`~kenning.stores.keyword.words.index_text`),
+``tenant_id`` and ``asset_id`` (unindexed), and ``body``, the text as given when bigrams
+changed it (unindexed; its snippets are cut in Python, as the PostgreSQL index cuts all
+of them). ``keyword_doc`` mirrors the ids with a (tenant, asset) index so that ``count``
+and ``delete_asset`` do not scan the full-text table, and flags documents of an older
+format (``stale``). Both change in one transaction. ``keyword_log_mark`` holds the
+index-log position the documents include; it changes in the same transaction as they do
+(``apply_log``), so processes sharing the file agree on it.
+
+Ranking is ``bm25(keyword_fts, 1.0, TITLE_WEIGHT)``: a title word counts
+:data:`~kenning.stores.keyword.protocol.TITLE_WEIGHT` times a body word.
+
+Format. ``PRAGMA user_version`` holds :data:`~kenning.stores.keyword.protocol.FORMAT`. A
+file of format 1 (one ``text`` column, whole CJK runs as words) is converted when opened,
+in one transaction: every document is indexed again from its stored text, without a
+title, and flagged stale, so the index follower reads it again with its title.
 
 User queries are never handed to ``MATCH`` as written: FTS5 query syntax (``"``, ``*``,
 ``NEAR(``, ``OR``, ``-``, ``:``, column filters) would raise or change meaning. The query
-is reduced to its words, each quoted as an FTS5 string.
+is reduced to its folded words, each quoted as an FTS5 string.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import re
 import sqlite3
 import threading
 import unicodedata
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from kenning.stores.keyword.protocol import KeywordDoc, KeywordHit
+from kenning.stores.keyword.protocol import FORMAT, TITLE_WEIGHT, KeywordDoc, KeywordHit
+from kenning.stores.keyword.stopwords import passes
+from kenning.stores.keyword.words import has_cjk, index_text, query_terms, snippet
 
-_MAX_TERMS = 32  # bounds the cost of a pasted essay; 32 words is plenty to rank by
 _SNIPPET_TOKENS = 24
 _OPEN, _CLOSE = "\x02", "\x03"  # snippet markers, swapped for <mark> after escaping
-_WORD = re.compile(r"[^\W_]+")  # letters/digits runs, as the unicode61 tokenizer splits
+_CONVERT_BATCH = 2000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyword_doc (
     id INTEGER PRIMARY KEY,
     tenant_id TEXT NOT NULL,
-    asset_id TEXT NOT NULL
+    asset_id TEXT NOT NULL,
+    stale INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS keyword_doc_tenant_asset ON keyword_doc (tenant_id, asset_id);
+CREATE INDEX IF NOT EXISTS keyword_doc_stale ON keyword_doc (id) WHERE stale = 1;
 CREATE TABLE IF NOT EXISTS keyword_log_mark (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     seq INTEGER NOT NULL
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS keyword_fts USING fts5(
-    text, tenant_id UNINDEXED, asset_id UNINDEXED,
+    text, title, tenant_id UNINDEXED, asset_id UNINDEXED, body UNINDEXED,
     tokenize = 'unicode61 remove_diacritics 2'
 );
 """
 
 _SEARCH = f"""
-SELECT rowid, asset_id, -bm25(keyword_fts),
-       snippet(keyword_fts, 0, '{_OPEN}', '{_CLOSE}', '…', {_SNIPPET_TOKENS})
+SELECT rowid, asset_id, -bm25(keyword_fts, 1.0, {TITLE_WEIGHT}),
+       snippet(keyword_fts, 0, '{_OPEN}', '{_CLOSE}', '…', {_SNIPPET_TOKENS}), body
 FROM keyword_fts
 WHERE keyword_fts MATCH :match AND tenant_id = :tenant
   AND (:assets IS NULL OR asset_id IN (SELECT value FROM json_each(:assets)))
   AND rowid NOT IN (SELECT value FROM json_each(:exclude))
-ORDER BY bm25(keyword_fts), rowid
+ORDER BY bm25(keyword_fts, 1.0, {TITLE_WEIGHT}), rowid
 LIMIT :k
 """
-
-
-def query_terms(query: str) -> list[str]:
-    """The distinct words of ``query`` (case-insensitive), at most ``_MAX_TERMS``."""
-    seen: dict[str, str] = {}
-    for word in _WORD.findall(unicodedata.normalize("NFKC", query)):
-        seen.setdefault(word.casefold(), word)
-        if len(seen) == _MAX_TERMS:
-            break
-    return list(seen.values())
 
 
 def _fts_string(term: str) -> str:
@@ -93,7 +97,35 @@ class SQLiteKeywordIndex:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         with self._lock, self._conn:
-            self._conn.executescript(_SCHEMA)
+            self._conn.execute("BEGIN IMMEDIATE")  # one process converts an old file
+            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            old = version < FORMAT and self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'keyword_fts'").fetchone()
+            if old:
+                self._conn.execute("ALTER TABLE keyword_fts RENAME TO keyword_fts_old")
+                self._conn.execute("ALTER TABLE keyword_doc ADD COLUMN stale INTEGER "
+                                   "NOT NULL DEFAULT 0")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            if old:
+                self._convert()
+            self._conn.execute(f"PRAGMA user_version = {FORMAT}")
+
+    def _convert(self) -> None:
+        """Index every format-1 document again from its text, flagged stale."""
+        after = -(1 << 63)
+        while rows := self._conn.execute(
+                "SELECT rowid, tenant_id, asset_id, text FROM keyword_fts_old WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?", (after, _CONVERT_BATCH)).fetchall():
+            after = rows[-1][0]
+            self._conn.executemany(
+                "INSERT INTO keyword_fts (rowid, tenant_id, asset_id, text, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(i, t, a, index_text(body), body if has_cjk(body) else None)
+                 for i, t, a, body in rows])
+        self._conn.execute("DROP TABLE keyword_fts_old")
+        self._conn.execute("UPDATE keyword_doc SET stale = 1")
 
     def upsert(self, docs: Sequence[KeywordDoc]) -> None:
         """Insert or replace documents by id, all in one transaction."""
@@ -149,14 +181,20 @@ class SQLiteKeywordIndex:
         return 0 if row is None else int(row[0])
 
     def _upsert(self, docs: Sequence[KeywordDoc]) -> None:
-        rows = [(d.id, d.tenant_id, d.asset_id, _clean(d.text)) for d in docs]
+        rows = []
+        for d in docs:
+            body, title = _clean(d.text), _clean(d.title or "")
+            rows.append((d.id, d.tenant_id, d.asset_id, index_text(body),
+                         index_text(title) if title else None, body if has_cjk(body) else None))
         self._conn.executemany("DELETE FROM keyword_fts WHERE rowid = ?", [(r[0],) for r in rows])
         self._conn.executemany(
-            "INSERT INTO keyword_fts (rowid, tenant_id, asset_id, text) VALUES (?, ?, ?, ?)",
+            "INSERT INTO keyword_fts (rowid, tenant_id, asset_id, text, title, body) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
         self._conn.executemany(
-            "INSERT OR REPLACE INTO keyword_doc (id, tenant_id, asset_id) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO keyword_doc (id, tenant_id, asset_id, stale) "
+            "VALUES (?, ?, ?, 0)",
             [r[:3] for r in rows],
         )
 
@@ -174,22 +212,35 @@ class SQLiteKeywordIndex:
         k: int,
         *,
         asset_ids: Collection[str] | None = None,
+        language: str | None = None,
     ) -> list[KeywordHit]:
-        """BM25 search of the tenant's documents: all-words matches, then any-word ones."""
-        terms = [_fts_string(t) for t in query_terms(query)]
+        """BM25 search of the tenant's documents, pass by pass (see the protocol)."""
+        terms = query_terms(query)
         if not terms or k <= 0 or (asset_ids is not None and not asset_ids):
             return []
         assets = None if asset_ids is None else json.dumps(sorted(asset_ids))
-        params = {"tenant": tenant_id, "assets": assets, "k": k, "exclude": "[]"}
+        hits: list[KeywordHit] = []
         with self._lock:
-            hits = self._conn.execute(_SEARCH, {**params, "match": " ".join(terms)}).fetchall()
-            if len(hits) < k and len(terms) > 1:
-                params["exclude"] = json.dumps([h[0] for h in hits])
-                params["k"] = k - len(hits)
-                hits += self._conn.execute(
-                    _SEARCH, {**params, "match": " OR ".join(terms)}
-                ).fetchall()
-        return [KeywordHit(int(r[0]), str(r[1]), float(r[2]), _highlight(r[3])) for r in hits]
+            for op, words in passes(terms, language):
+                params: dict[str, Any] = {
+                    "tenant": tenant_id, "assets": assets, "k": k - len(hits),
+                    "exclude": json.dumps([h.id for h in hits]),
+                    "match": (" " if op == "&" else " OR ").join(map(_fts_string, words))}
+                wanted = set(words)
+                hits += [KeywordHit(int(r[0]), str(r[1]), float(r[2]),
+                                    _highlight(r[3]) if r[4] is None else snippet(r[4], wanted))
+                         for r in self._conn.execute(_SEARCH, params)]
+                if len(hits) >= k:
+                    break
+        return hits
+
+    def stale(self, after: int, limit: int) -> list[int]:
+        """Up to ``limit`` ids above ``after`` of documents of an older format."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id FROM keyword_doc WHERE stale = 1 AND id > ? ORDER BY id LIMIT ?",
+                (after, limit)).fetchall()
+        return [int(r[0]) for r in rows]
 
     def count(self, tenant_id: str) -> int:
         """Number of documents of ``tenant_id``."""

@@ -314,3 +314,27 @@ def test_tenants_are_isolated_in_results_statistics_and_deletes(
 def test_table_prefix_must_be_a_plain_name(postgres_url: str, prefix: str) -> None:
     with pytest.raises(ValueError, match="table prefix"):
         PostgresKeywordIndex(postgres_url, table=prefix)
+
+
+def test_titles_cjk_and_stopwords_rank_as_the_embedded_index(
+    index: PostgresKeywordIndex,
+) -> None:
+    rng = random.Random(5)
+    vocab = ["flood", "river", "in", "the", "Waldbrände", "und", "山火", "澳大利亚", "的",
+             "森林火災", "road", "storm", "die", "über", "bridge"]
+    docs = [KeywordDoc(i, "t", f"a{i % 7}", " ".join(rng.choices(vocab, k=rng.randint(1, 40))),
+                       title=" ".join(rng.choices(vocab, k=3)) if i % 3 == 0 else None)
+            for i in range(200)]
+    embedded = SQLiteKeywordIndex(":memory:")
+    embedded.upsert(docs)
+    index.upsert(docs)
+    for query, language in [("flood in the river", "en"), ("Waldbrande in Australien", None),
+                            ("澳大利亚山火", "zh"), ("森林火災", "ja"), ("die bridge", "de"),
+                            ("the", "en"), ("storm", None)]:
+        ours = index.search("t", query, 300, language=language)
+        theirs = embedded.search("t", query, 300, language=language)
+        assert ours, query
+        assert {h.id: h.score for h in ours} == pytest.approx(
+            {h.id: h.score for h in theirs}, rel=1e-9)
+        assert [h.id for h in ours] == [h.id for h in theirs]
+        assert [h.highlight for h in ours] == [h.highlight for h in theirs]
