@@ -278,6 +278,9 @@ class Settings(BaseSettings):
     text_similarity_threshold: float = Field(
         0.75, description="Default lowest cosine counted as a semantic text match."
     )
+    near_duplicate_threshold: float = Field(
+        0.5, ge=0, le=1, description="Default lowest word-shingle resemblance (Jaccard, "
+        "0-1) counted as a near-duplicate text match.")
 
     @cached_property
     def resolved_database_url(self) -> str:

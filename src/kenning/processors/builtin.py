@@ -11,13 +11,15 @@ log = logging.getLogger(__name__)
 
 
 def text_processors(resources: Resources) -> list[Processor]:
-    """The text processors: normalise, chunk, language id, embeddings, keyword index."""
+    """The text processors: normalise, chunk, language id, embeddings, keyword index,
+    SimHash."""
     from kenning.processors.text import (
         ChunkText,
         DetectLanguage,
         EmbedText,
         KeywordIndexText,
         NormalizeText,
+        SimHashText,
     )
 
     s = resources.settings
@@ -27,6 +29,7 @@ def text_processors(resources: Resources) -> list[Processor]:
         DetectLanguage(),
         EmbedText(resources.embedder),
         KeywordIndexText(),
+        SimHashText(),
     ]
 
 

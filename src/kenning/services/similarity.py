@@ -1,17 +1,41 @@
-"""Have we seen this before? Near-duplicate images (PDQ) and similar texts (semantic).
+"""Have we seen this before? Near-duplicate images (PDQ), near-duplicate texts (SimHash,
+verified by shingle resemblance) and similar texts (semantic).
 
 A query is an existing asset, a text, or uploaded bytes. Each match says how it was
-found (``method``) and why (``evidence``: Hamming distance and which dihedral variant
-matched, or the cosine similarity).
+found (``method``), how strongly (``score``, 0 to 1, its meaning per method below) and
+why (``evidence``):
+
+========================  ===============================================  ==============
+method                    score                                            evidence
+========================  ===============================================  ==============
+``pdq``                   ``1 - hamming / 256`` of the PDQ hashes (0.88:   ``hamming_distance``,
+                          31 bits, PDQ's usual match line)                 ``variant``, ``bits``
+``text_near_duplicate``   Jaccard resemblance of the word 3-shingle sets   ``resemblance``,
+                          (1: the same words in the same order; a re-post  ``simhash_distance``,
+                          with one word in 30 changed: about 0.8)          ``spans``
+``text_semantic``         cosine of the texts' vectors, below 0 as 0       ``cosine``, ``space``
+========================  ===============================================  ==============
+
+A text asset or query text yields one match per other asset: its near-duplicate match
+when it is one (with the cosine in the evidence when that also passed), else its
+semantic match; near-duplicates come first. A text's vector has one definition, for
+queries and stored assets alike: the mean of its chunks' vectors
+(:func:`kenning.processors.text.embed.mean_vector`).
+
+Thresholds: per request (``threshold`` for the query's main method, ``thresholds`` by
+method), else the tenant's (``PUT /v1/matching``), else the server's settings.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
@@ -22,13 +46,42 @@ from kenning.media.sniff import sniff
 from kenning.principal import Principal
 from kenning.processors.image.extra import require_image_support
 from kenning.processors.image.pdq import pdq_hash
+from kenning.processors.text import simhash as sh
+from kenning.processors.text.chunk import chunk_texts
+from kenning.processors.text.embed import mean_vector
 from kenning.processors.text.normalize import normalize_text
 from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
-from kenning.stores.metadata.tables import Asset, Embedding, Fingerprint
+from kenning.stores.metadata.audit import record
+from kenning.stores.metadata.tables import Asset, Embedding, Fingerprint, Tenant
+from kenning.stores.sync import matchable
 
 PDQ_BITS = 256
+PDQ, NEAR_DUPLICATE, SEMANTIC = "pdq", "text_near_duplicate", "text_semantic"
+METHODS = (PDQ, NEAR_DUPLICATE, SEMANTIC)
+_SPANS = 3  # longest shared passages shown per near-duplicate
+_SPAN_WORDS = 8  # shorter shared runs are not shown
+_SPAN_CHARS = 300
+_WORD = re.compile(r"[^\W_]+")
+
+
+class Thresholds(BaseModel):
+    """Match thresholds by method; a method left out keeps the next level's value."""
+
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+    pdq: int | None = Field(None, ge=0, le=PDQ_BITS,
+                            description="Largest PDQ Hamming distance (0-256).")
+    text_near_duplicate: float | None = Field(
+        None, ge=0, le=1, description="Lowest shingle resemblance (0-1).")
+    text_semantic: float | None = Field(None, ge=-1, le=1,
+                                        description="Lowest cosine (-1 to 1).")
+
+    def over(self, base: Thresholds) -> Thresholds:
+        """These thresholds, with ``base``'s where these leave a method out."""
+        mine = self.model_dump(exclude_none=True)
+        return Thresholds.model_validate({**base.model_dump(), **mine})
 
 
 class SimilarRequest(BaseModel):
@@ -39,8 +92,11 @@ class SimilarRequest(BaseModel):
     modality: str | None = Field(None, description="'image' or 'text'; inferred if omitted.")
     threshold: float | None = Field(
         None,
-        description="PDQ: largest Hamming distance (0-256); text: lowest cosine (-1 to 1).",
+        description="The query's main method: PDQ largest Hamming distance (0-256) for "
+        "images, lowest cosine (-1 to 1) for texts. Overrides ``thresholds``.",
     )
+    thresholds: Thresholds | None = Field(
+        None, description="Thresholds by method for this request (else the tenant's).")
     limit: int = Field(20, ge=1, le=200)
 
 
@@ -48,8 +104,9 @@ class Match(BaseModel):
     asset_id: str
     kind: str
     title: str | None
-    score: float
-    method: str
+    score: float = Field(description="0 to 1; its meaning depends on the method (see the "
+                         "similarity service's documentation).")
+    method: str = Field(description="pdq, text_near_duplicate or text_semantic.")
     evidence: dict[str, Any]
 
 
@@ -58,12 +115,59 @@ class SimilarResponse(BaseModel):
     matches: list[Match]
 
 
+class MatchingSettings(BaseModel):
+    """``GET``/``PUT /v1/matching``: the tenant's thresholds, and what applies."""
+
+    tenant: Thresholds
+    effective: Thresholds
+
+
 class SimilarityService:
     def __init__(self, stores: Stores, embedder: EmbeddingBatcher, settings: Settings) -> None:
         self.stores = stores
         self.embedder = embedder
         self.settings = settings
+        self.defaults = Thresholds(pdq=settings.pdq_threshold,
+                                   text_near_duplicate=settings.near_duplicate_threshold,
+                                   text_semantic=settings.text_similarity_threshold)
 
+    # --- thresholds ----------------------------------------------------------------------
+    def matching(self, who: Principal) -> MatchingSettings:
+        with self.stores.db.session(write=False) as s:
+            mine = self._tenant_thresholds(s, who.tenant_id)
+        return MatchingSettings(tenant=mine, effective=mine.over(self.defaults))
+
+    def set_matching(self, who: Principal, thresholds: Thresholds) -> MatchingSettings:
+        """Replace the tenant's thresholds (a method left out: the server's default)."""
+        with self.stores.db.session() as s:
+            tenant = s.get(Tenant, who.tenant_id)
+            assert tenant is not None
+            before = dict(tenant.matching or {})
+            tenant.matching = thresholds.model_dump(exclude_none=True)
+            record(s, tenant_id=who.tenant_id, actor=who.actor, action="matching.set",
+                   subject_type="tenant", subject_id=who.tenant_id, before=before,
+                   after=tenant.matching)
+        return self.matching(who)
+
+    def _tenant_thresholds(self, s: Session, tenant_id: str) -> Thresholds:
+        stored = s.scalar(select(Tenant.matching).where(Tenant.id == tenant_id)) or {}
+        return Thresholds.model_validate({k: v for k, v in stored.items() if k in METHODS})
+
+    def _thresholds(self, who: Principal, req: SimilarRequest, main: str) -> Thresholds:
+        with self.stores.db.session(write=False) as s:
+            tenant = self._tenant_thresholds(s, who.tenant_id).over(self.defaults)
+        chosen = (req.thresholds or Thresholds()).over(tenant)
+        if req.threshold is None:
+            return chosen
+        if main == PDQ and not (0 <= req.threshold <= PDQ_BITS):
+            raise BadInput("a PDQ threshold is a Hamming distance 0-256", code="bad_threshold")
+        if main == SEMANTIC and not -1.0 <= req.threshold <= 1.0:
+            raise BadInput("a text threshold is a cosine similarity from -1 to 1",
+                           code="bad_threshold")
+        value: float = int(req.threshold) if main == PDQ else req.threshold
+        return chosen.model_copy(update={main: value})
+
+    # --- queries -------------------------------------------------------------------------
     def similar(
         self, who: Principal, req: SimilarRequest, upload: bytes | None = None
     ) -> SimilarResponse:
@@ -72,91 +176,110 @@ class SimilarityService:
         if upload is not None:
             if sniff(upload).kind == MediaKind.IMAGE:
                 require_image_support(self.settings)  # no PDQ without the image extra
+                t = self._thresholds(who, req, PDQ)
                 # safe_open_image applies every upload guard; decode once, not twice.
                 code, quality = pdq_hash(safe_open_image(upload, self.settings,
                                                          wait_s=self.settings.decode_wait_s))
-                return self._by_pdq(who, code, req, exclude=None,
-                                    query={"upload": "image", "pdq_quality": quality})
+                matches = self._by_pdq(who, code, t, req.limit, exclude=None)
+                return SimilarResponse(query={"upload": "image", "pdq_quality": quality,
+                                              "threshold": t.pdq}, matches=matches)
             validate_upload(upload, self.settings)  # text limits
-            text = upload.decode("utf-8-sig", errors="replace")
-            return self._by_text(who, text, req, exclude=None)
+            return self._by_text(who, upload.decode("utf-8-sig", errors="replace"), req)
         if req.text is not None:
-            return self._by_text(who, req.text, req, exclude=None)
+            return self._by_text(who, req.text, req)
         if req.asset_id is None:
             raise BadInput("give asset_id, text or a file", code="empty_query")
         with self.stores.db.session(write=False) as s:
             kind = owned_asset(s, who, req.asset_id).kind
-            original = s.scalar(
-                select(Fingerprint.bits).where(
-                    Fingerprint.asset_id == req.asset_id, Fingerprint.algorithm == "pdq",
-                    Fingerprint.variant == "original",
-                )
-            )
-            vector = asset_text_vector(s, req.asset_id, self.embedder.model_id)
         modality = req.modality or kind
         if modality == "image":
+            t = self._thresholds(who, req, PDQ)
+            original = self._fingerprint(req.asset_id, "pdq", "original")
             if original is None:
                 raise BadInput(f"asset {req.asset_id} has no PDQ hash yet", code="not_ready")
-            return self._by_pdq(who, original, req, exclude=req.asset_id,
-                                query={"asset_id": req.asset_id})
+            return SimilarResponse(
+                query={"asset_id": req.asset_id, "threshold": t.pdq},
+                matches=self._by_pdq(who, original, t, req.limit, exclude=req.asset_id))
+        t = self._thresholds(who, req, SEMANTIC)
+        with self.stores.db.session(write=False) as s:
+            vector = asset_text_vector(s, req.asset_id, self.embedder.model_id)
         if vector is None:
             raise BadInput(f"asset {req.asset_id} has no text embedding yet", code="not_ready")
-        return self._by_vector(who, vector, req,
-                               exclude=req.asset_id, query={"asset_id": req.asset_id})
+        semantic = self._by_vector(who, vector, t, req.limit, exclude=req.asset_id)
+        near = self._asset_near_duplicates(who, req.asset_id, kind, t, req.limit)
+        return SimilarResponse(query={"asset_id": req.asset_id, "threshold": t.text_semantic,
+                                      "thresholds": t.model_dump()},
+                               matches=_merge_text(near, semantic, req.limit))
+
+    def duplicates(self, who: Principal, asset_id: str, limit: int = 200) -> list[Match]:
+        """The asset's near-duplicates at the tenant's thresholds: PDQ for an image, word
+        shingles for a text (never merely similar texts)."""
+        self.stores.follower.catch_up()
+        with self.stores.db.session(write=False) as s:
+            kind = owned_asset(s, who, asset_id).kind
+            t = self._tenant_thresholds(s, who.tenant_id).over(self.defaults)
+        if kind == "image":
+            original = self._fingerprint(asset_id, "pdq", "original")
+            return [] if original is None else self._by_pdq(who, original, t, limit,
+                                                            exclude=asset_id)
+        return self._asset_near_duplicates(who, asset_id, kind, t, limit)
 
     # --- methods -----------------------------------------------------------------------
-    def _by_pdq(
-        self, who: Principal, code: bytes, req: SimilarRequest, *, exclude: str | None,
-        query: dict[str, Any],
-    ) -> SimilarResponse:
-        limit_bits = int(req.threshold if req.threshold is not None
-                         else self.settings.pdq_threshold)
-        if not 0 <= limit_bits <= PDQ_BITS:
-            raise BadInput("a PDQ threshold is a Hamming distance 0-256", code="bad_threshold")
+    def _fingerprint(self, asset_id: str, algorithm: str, variant: str) -> bytes | None:
+        with self.stores.db.session(write=False) as s:
+            return s.scalar(select(Fingerprint.bits).where(
+                Fingerprint.asset_id == asset_id, Fingerprint.algorithm == algorithm,
+                Fingerprint.variant == variant))
+
+    def _by_pdq(self, who: Principal, code: bytes, t: Thresholds, limit: int, *,
+                exclude: str | None) -> list[Match]:
+        assert t.pdq is not None
         hits = self.stores.hashes.search(
-            hash_namespace(who.tenant_id, "pdq"), code, max_distance=limit_bits,
-            k=req.limit * 8 + 8,
-        )
+            hash_namespace(who.tenant_id, "pdq"), code, max_distance=t.pdq, k=limit * 8 + 8)
         best: dict[str, tuple[int, str]] = {}
-        if hits:
-            distance = {h.id: h.distance for h in hits}
-            with self.stores.db.session(write=False) as s:
-                rows = s.execute(
-                    select(Fingerprint.id, Fingerprint.asset_id, Fingerprint.variant).where(
-                        Fingerprint.id.in_(distance), Fingerprint.tenant_id == who.tenant_id
-                    )
-                )
-                for fp_id, asset_id, variant in rows:
-                    d = distance[fp_id]
-                    if asset_id != exclude and (asset_id not in best or d < best[asset_id][0]):
-                        best[asset_id] = (d, variant)
-        matches = self._matches(
+        for fp_id, asset_id, variant in self._fingerprint_assets(who, [h.id for h in hits]):
+            d = next(h.distance for h in hits if h.id == fp_id)
+            if asset_id != exclude and (asset_id not in best or d < best[asset_id][0]):
+                best[asset_id] = (d, variant)
+        return self._matches(
             who,
             {a: (1 - d / PDQ_BITS, {"hamming_distance": d, "variant": v, "bits": PDQ_BITS})
              for a, (d, v) in best.items()},
-            "pdq",
-        )
-        return SimilarResponse(query={**query, "threshold": limit_bits},
-                               matches=matches[: req.limit])
+            PDQ,
+        )[:limit]
 
-    def _by_text(
-        self, who: Principal, text: str, req: SimilarRequest, *, exclude: str | None
-    ) -> SimilarResponse:
-        self._text_threshold(req)  # before the model runs
-        text = normalize_text(text)
+    def _fingerprint_assets(self, who: Principal, ids: list[int]) -> list[tuple[int, str, str]]:
+        if not ids:
+            return []
+        with self.stores.db.session(write=False) as s:
+            return [tuple(r) for r in s.execute(  # type: ignore[misc]
+                select(Fingerprint.id, Fingerprint.asset_id, Fingerprint.variant).where(
+                    Fingerprint.id.in_(ids), Fingerprint.tenant_id == who.tenant_id))]
+
+    def _by_text(self, who: Principal, raw: str, req: SimilarRequest) -> SimilarResponse:
+        t = self._thresholds(who, req, SEMANTIC)  # checked before the model runs
+        text = normalize_text(raw)
         if not text:
             raise BadInput("the text is empty", code="empty_content")
-        vector = self.embedder.embed([text[: self.settings.chunk_chars * 4]])[0]
-        return self._by_vector(who, vector, req, exclude=exclude, query={"text": text[:200]})
+        vector = self.text_vector(text)
+        semantic = self._by_vector(who, vector, t, req.limit, exclude=None)
+        near = self._near_duplicates(who, text, t, req.limit, exclude=None)
+        return SimilarResponse(query={"text": text[:200], "threshold": t.text_semantic,
+                                      "thresholds": t.model_dump()},
+                               matches=_merge_text(near, semantic, req.limit))
 
-    def _by_vector(
-        self, who: Principal, vector: np.ndarray, req: SimilarRequest, *,
-        exclude: str | None, query: dict[str, Any],
-    ) -> SimilarResponse:
-        threshold = self._text_threshold(req)
+    def text_vector(self, text: str) -> np.ndarray:
+        """The vector of a normalised text, as ``text.embed`` makes a stored text's."""
+        chunks = chunk_texts(text, self.settings.chunk_chars, self.settings.chunk_overlap_chars)
+        return mean_vector(self.embedder.embed(chunks))
+
+    def _by_vector(self, who: Principal, vector: np.ndarray, t: Thresholds, limit: int, *,
+                   exclude: str | None) -> list[Match]:
+        threshold = t.text_semantic
+        assert threshold is not None
         hits = self.stores.vectors.search(
             vector_namespace(who.tenant_id, self.embedder.model_id, asset_level=True),
-            vector, req.limit + 1,
+            vector, limit + 1,
         )
         scores = {h.id: h.score for h in hits if h.score >= threshold}
         found: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -168,19 +291,56 @@ class SimilarityService:
                     )
                 ):
                     if asset_id != exclude:
-                        found[asset_id] = (scores[emb_id], {"cosine": round(scores[emb_id], 6),
-                                                            "space": self.embedder.model_id})
-        matches = self._matches(who, found, "text_semantic")
-        return SimilarResponse(query={**query, "threshold": threshold},
-                               matches=matches[: req.limit])
+                        cosine = scores[emb_id]
+                        found[asset_id] = (max(cosine, 0.0), {
+                            "cosine": round(cosine, 6), "space": self.embedder.model_id})
+        return self._matches(who, found, SEMANTIC)[:limit]
 
-    def _text_threshold(self, req: SimilarRequest) -> float:
-        threshold = (req.threshold if req.threshold is not None
-                     else self.settings.text_similarity_threshold)
-        if not -1.0 <= threshold <= 1.0:
-            raise BadInput("a text threshold is a cosine similarity from -1 to 1",
-                           code="bad_threshold")
-        return threshold
+    def _asset_near_duplicates(self, who: Principal, asset_id: str, kind: str, t: Thresholds,
+                               limit: int) -> list[Match]:
+        if kind != "text":
+            return []
+        text = self._texts([asset_id]).get(asset_id)
+        return [] if text is None else self._near_duplicates(who, text, t, limit,
+                                                             exclude=asset_id)
+
+    def _near_duplicates(self, who: Principal, text: str, t: Thresholds, limit: int, *,
+                         exclude: str | None) -> list[Match]:
+        threshold = t.text_near_duplicate
+        assert threshold is not None
+        query_shingles = sh.shingles(text)
+        if not matchable(sh.quality(query_shingles)):
+            return []  # too short for shingles to tell a re-post from a coincidence
+        hits = self.stores.hashes.search(
+            hash_namespace(who.tenant_id, sh.ALGORITHM), sh.simhash(query_shingles),
+            max_distance=sh.CANDIDATE_BITS, k=limit * 4 + 8)
+        distance = {h.id: h.distance for h in hits}
+        candidates = {asset_id: distance[fp_id] for fp_id, asset_id, _ in
+                      self._fingerprint_assets(who, list(distance)) if asset_id != exclude}
+        found: dict[str, tuple[float, dict[str, Any]]] = {}
+        for asset_id, other in self._texts(list(candidates)).items():
+            score = sh.resemblance(query_shingles, sh.shingles(other))
+            if score >= threshold:
+                found[asset_id] = (score, {"resemblance": round(score, 6),
+                                           "simhash_distance": candidates[asset_id],
+                                           "spans": shared_spans(text, other)})
+        return self._matches(who, found, NEAR_DUPLICATE)[:limit]
+
+    def _texts(self, asset_ids: list[str]) -> dict[str, str]:
+        """The normalised texts of text assets (from their stored bytes)."""
+        if not asset_ids:
+            return {}
+        with self.stores.db.session(write=False) as s:
+            rows = s.execute(select(Asset.id, Asset.sha256).where(
+                Asset.id.in_(asset_ids), Asset.kind == "text")).all()
+        out = {}
+        for asset_id, key in rows:
+            try:
+                raw = self.stores.blobs.get(key)
+            except (KeyError, FileNotFoundError):
+                continue  # deleted meanwhile
+            out[asset_id] = normalize_text(raw.decode("utf-8-sig", errors="replace"))
+        return out
 
     def _matches(
         self, who: Principal, found: dict[str, tuple[float, dict[str, Any]]], method: str
@@ -201,3 +361,33 @@ class SimilarityService:
             if a in assets
         ]
         return sorted(out, key=lambda m: (-m.score, m.asset_id))
+
+
+def _merge_text(near: list[Match], semantic: list[Match], limit: int) -> list[Match]:
+    """One match per asset: near-duplicates first (with the cosine when that passed too),
+    then the semantic matches of the other assets."""
+    cosine = {m.asset_id: m.evidence["cosine"] for m in semantic}
+    out = [m.model_copy(update={"evidence": {**m.evidence, "cosine": cosine[m.asset_id]}})
+           if m.asset_id in cosine else m for m in near]
+    seen = {m.asset_id for m in near}
+    return (out + [m for m in semantic if m.asset_id not in seen])[:limit]
+
+
+def shared_spans(query: str, other: str) -> list[dict[str, Any]]:
+    """The longest word runs the two texts share (at most 3, each at least 8 words), with
+    their character ranges in the query text and in the other text."""
+    qs = [(m.start(), m.end()) for m in _WORD.finditer(query)]
+    os_ = [(m.start(), m.end()) for m in _WORD.finditer(other)]
+    qw = [query[a:b].casefold() for a, b in qs]
+    ow = [other[a:b].casefold() for a, b in os_]
+    blocks = difflib.SequenceMatcher(None, qw, ow, autojunk=False).get_matching_blocks()
+    longest = sorted((b for b in blocks if b.size >= _SPAN_WORDS), key=lambda b: -b.size)
+    spans = []
+    for b in longest[:_SPANS]:
+        q0, q1 = qs[b.a][0], qs[b.a + b.size - 1][1]
+        o0, o1 = os_[b.b][0], os_[b.b + b.size - 1][1]
+        passage = query[q0:q1]
+        spans.append({"words": b.size, "query": [q0, q1], "match": [o0, o1],
+                      "text": passage if len(passage) <= _SPAN_CHARS
+                      else passage[:_SPAN_CHARS] + "…"})
+    return spans

@@ -220,6 +220,13 @@ def test_search_finds_an_article_by_a_distinctive_word(
     assert keyword.exit_code == 0, keyword.output
     assert ids["lee-bg-0005"] in keyword.stdout
     assert "Wollongong" in keyword.stdout  # the highlighted snippet
+    assert "<mark>" not in keyword.stdout and "&#x27;" not in keyword.stdout
+    as_json = kenning("search", "Wollongong", "--mode", "keyword", "--json",
+                      *remote(live_server))
+    assert as_json.exit_code == 0, as_json.output
+    hits = json.loads(as_json.stdout)["hits"]
+    assert hits[0]["asset_id"] == ids["lee-bg-0005"]
+    assert "<mark>Wollongong</mark>" in hits[0]["highlight"]
     others = [ids[a] for a in ("lee-bg-0001", "lee-bg-0002", "lee-bg-0003", "lee-bg-0004")]
     assert not any(other in keyword.stdout for other in others)
 
@@ -243,7 +250,7 @@ def test_similar_file_finds_a_jpeg_reencode_by_pdq(
 ) -> None:
     query = tmp_path / "coffee-q30.jpg"
     query.write_bytes(media.jpeg_bytes("coffee.png", 30))
-    result = kenning("similar", str(query), *remote(live_server))
+    result = kenning("similar", str(query), "--json", *remote(live_server))
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["query"]["upload"] == "image"
@@ -255,7 +262,8 @@ def test_similar_file_finds_a_jpeg_reencode_by_pdq(
 
 
 def test_similar_image_asset_id(live_server: LiveServer, ids: dict[str, str]) -> None:
-    result = kenning("similar", ids["coffee.png"], "--threshold", "256", *remote(live_server))
+    result = kenning("similar", ids["coffee.png"], "--threshold", "256", "--json",
+                     *remote(live_server))
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["query"] == {"asset_id": ids["coffee.png"], "threshold": 256}
@@ -266,10 +274,11 @@ def test_similar_image_asset_id(live_server: LiveServer, ids: dict[str, str]) ->
 
 def test_similar_text_asset_id(live_server: LiveServer, ids: dict[str, str]) -> None:
     query = ids["lee-bg-0001"]
-    result = kenning("similar", query, "--threshold", "0", *remote(live_server))
+    result = kenning("similar", query, "--threshold", "0", "--json", *remote(live_server))
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
-    assert body["query"] == {"asset_id": query, "threshold": 0.0}
+    assert (body["query"]["asset_id"], body["query"]["threshold"]) == (query, 0.0)
+    assert body["query"]["thresholds"]["text_semantic"] == 0.0
     found = [m["asset_id"] for m in body["matches"]]
     assert query not in found
     assert {ids[a] for a in ("lee-bg-0002", "lee-bg-0003", "lee-bg-0004", "lee-bg-0005")} <= (
@@ -291,7 +300,10 @@ def test_similar_unknown_asset_exits_2(live_server: LiveServer, ids: dict[str, s
 def test_status_reports_readiness_and_queues(
     live_server: LiveServer, ids: dict[str, str]
 ) -> None:
-    result = kenning("status", *remote(live_server))
+    table = kenning("status", *remote(live_server))
+    assert table.exit_code == 0, table.output
+    assert "ready" in table.stdout and "in flight" in table.stdout
+    result = kenning("status", "--json", *remote(live_server))
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["ready"]["ready"] is True

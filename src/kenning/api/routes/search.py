@@ -1,4 +1,4 @@
-"""/v1/search and /v1/similar."""
+"""/v1/search, /v1/similar and the tenant's match thresholds (/v1/matching)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,12 @@ from kenning.api.bodies import (
 from kenning.api.deps import App, Who
 from kenning.api.errors import error_responses
 from kenning.services.search import SearchRequest, SearchResponse
-from kenning.services.similarity import SimilarRequest, SimilarResponse
+from kenning.services.similarity import (
+    MatchingSettings,
+    SimilarRequest,
+    SimilarResponse,
+    Thresholds,
+)
 
 router = APIRouter(prefix="/v1", tags=["search"], route_class=StrictJSONRoute)
 
@@ -53,3 +58,15 @@ async def similar(request: Request, app: App, who: Who) -> SimilarResponse:
         return await run_in_threadpool(app.similarity.similar, who, req, data)
     req = SimilarRequest.model_validate(await json_body(request))
     return await run_in_threadpool(app.similarity.similar, who, req, None)
+
+
+@router.get("/matching", response_model=MatchingSettings, responses=error_responses(401),
+            summary="This tenant's match thresholds, and the thresholds that apply")
+def matching(app: App, who: Who) -> MatchingSettings:
+    return app.similarity.matching(who)
+
+
+@router.put("/matching", response_model=MatchingSettings, responses=error_responses(401, 422),
+            summary="Set this tenant's match thresholds (a method left out: the default)")
+def set_matching(body: Thresholds, app: App, who: Who) -> MatchingSettings:
+    return app.similarity.set_matching(who, body)

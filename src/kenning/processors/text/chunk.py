@@ -16,6 +16,11 @@ _BOUNDARY = re.compile(r"\n\n|(?<=[.!?\u3002\uff01\uff1f])\s+|\n")
 _SPACE = re.compile(r"\s+")
 
 
+def chunk_texts(text: str, size: int, overlap: int) -> list[str]:
+    """The chunk texts ``text.chunk`` makes of an already normalised ``text``."""
+    return [text[s:e].strip() for s, e in chunk_text(text, size, overlap)]
+
+
 def chunk_text(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
     """Split into (start, end) character spans of about ``size``, overlapping a little."""
     if not text:

@@ -23,6 +23,16 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str], timeout: float | None = None) -> np.ndarray: ...
 
 
+def mean_vector(rows: np.ndarray) -> np.ndarray:
+    """A text's vector: the unit-length mean of its chunks' vectors. The one definition,
+    for stored assets (``text.embed``) and for query texts
+    (:func:`kenning.processors.text.chunk.chunk_texts` + the model + this), so their
+    cosines compare."""
+    mean = np.asarray(rows, dtype=np.float32).mean(axis=0)
+    out: np.ndarray = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    return out
+
+
 class EmbedText(BaseProcessor):
     name = "text.embed"
     media = frozenset({MediaKind.TEXT, MediaKind.IMAGE})
@@ -50,9 +60,7 @@ class EmbedText(BaseProcessor):
                 for seq, row in enumerate(rows)
             ]
             if len(rows):
-                mean = rows.mean(axis=0)
-                mean /= max(float(np.linalg.norm(mean)), 1e-12)
-                embeddings.append(EmbeddingOut(self.embedder.model_id, mean, None))
+                embeddings.append(EmbeddingOut(self.embedder.model_id, mean_vector(rows), None))
             outputs.append(
                 StageOutput(
                     artifacts={"embeddings.text": {"space": self.embedder.model_id,

@@ -68,6 +68,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     webhook_secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    matching: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    """The tenant's match thresholds by method (``pdq``, ``text_semantic``,
+    ``text_near_duplicate``); a method not named uses the server's default."""
 
 
 class ApiKey(Base):
