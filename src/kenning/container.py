@@ -28,6 +28,8 @@ from kenning.queue.sqlite_broker import SQLiteBroker
 from kenning.services.admin import AdminService
 from kenning.services.assets import AssetService
 from kenning.services.audit import AuditService
+from kenning.services.banks import BankService
+from kenning.services.matching import MatchingService
 from kenning.services.search import SearchService
 from kenning.services.similarity import SimilarityService
 from kenning.services.tenants import TenantService
@@ -97,6 +99,9 @@ class Kenning:
         self.assets = AssetService(self.stores)
         self.search = SearchService(self.stores, self.resources.embedder, self.settings)
         self.similarity = SimilarityService(self.stores, self.resources.embedder, self.settings)
+        self.matching = MatchingService(self.stores.db, self.similarity.duplicates,
+                                        self.dispatcher.webhooks, self.settings)
+        self.banks = BankService(self.stores.db, self.settings)
         self.admin = AdminService(self.stores.db, self.queue_admin, self.dispatcher.ring)
         self.reconciler = Reconciler(
             self.stores.db, self.dispatcher, self.registry, self.settings,
@@ -109,6 +114,8 @@ class Kenning:
                                  self.collect_garbage)
         self._follow = Periodic("index-follower", self.settings.index_catch_up_interval_s,
                                 self.stores.follower.maintain)
+        self._matcher = Periodic("matcher", self.settings.matching_interval_s,
+                                 self.matching.run_once)
         self._worker: Any = None
         self.supervisor: Any = None
         """Worker processes beside this one (``kenning serve --worker-processes``)."""
@@ -156,6 +163,7 @@ class Kenning:
         if not self._indexes_loaded:
             self.load_indexes()
         self._follow.start()  # background catch-up and snapshots
+        self._matcher.start()  # clusters and bank hits for newly ready assets
         if not self.settings.run_workers:
             return
         self.reconciler.release_orphans()
@@ -196,6 +204,7 @@ class Kenning:
         if self.supervisor is not None:  # worker processes first: they write to the stores
             self.supervisor.stop()
         self._janitor.stop()
+        self._matcher.stop()
         self.reconciler.stop()
         if self._worker is not None:
             self._worker.stop(timeout=10_000)

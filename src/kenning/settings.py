@@ -281,6 +281,12 @@ class Settings(BaseSettings):
     near_duplicate_threshold: float = Field(
         0.5, ge=0, le=1, description="Default lowest word-shingle resemblance (Jaccard, "
         "0-1) counted as a near-duplicate text match.")
+    matching_interval_s: float = Field(
+        2.0, gt=0, description="How often the serving process matches newly ready assets "
+        "into clusters of near-duplicates and checks them against the tenant's banks.")
+    matching_batch: int = Field(
+        200, ge=1, description="Most assets one matching run takes (oldest first); also "
+        "the most clusters it recomputes after deletions.")
 
     @cached_property
     def resolved_database_url(self) -> str:

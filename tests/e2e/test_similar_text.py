@@ -4,8 +4,11 @@ semantic matches; thresholds per request and per tenant. Both profiles."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from kenning.processors.text.normalize import normalize_text
 from tests.e2e.conftest import PROFILES, Api
 from tests.fixtures import media
 
@@ -55,9 +58,17 @@ def test_a_repost_is_a_near_duplicate_with_its_shared_passages(
     assert 0.7 <= first["score"] == evidence["resemblance"] < 1.0
     assert evidence["simhash_distance"] <= 16
     assert evidence["cosine"] > 0.9  # semantically the same text too
-    span = evidence["spans"][0]
-    assert span["words"] >= 8
-    assert span["text"].startswith("Hundreds") or span["words"] < 30
+    # Each shared passage: the same words at its place in the query's text and in the
+    # original's (both as normalised at ingest), the longest first.
+    query_text = normalize_text(_repost(media.news(1)[0].text))
+    original_text = normalize_text(media.news(1)[0].text)
+    sizes = [span["words"] for span in evidence["spans"]]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] >= 8
+    for span in evidence["spans"]:
+        (q0, q1), (o0, o1) = span["query"], span["match"]
+        assert query_text[q0:q1].casefold() == original_text[o0:o1].casefold()
+        assert len(re.findall(r"[^\W_]+", query_text[q0:q1])) == span["words"]
+        assert span["text"] == query_text[q0:q1]
     # The other articles are merely similar (bushfire news), never near-duplicates.
     rest = body["matches"][1:]
     assert rest and all(m["method"] == "text_semantic" for m in rest)

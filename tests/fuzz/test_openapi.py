@@ -37,10 +37,15 @@ OPERATIONS = [
     "GET /v1/assets/{asset_id}/segments", "GET /v1/assets/{asset_id}/thumbnail",
     "GET /v1/jobs/{job_id}", "POST /v1/search", "POST /v1/similar",
     "GET /v1/admin/queues", "GET /v1/admin/dead-letters", "POST /v1/admin/dead-letters",
-    "GET /v1/audit",
+    "GET /v1/audit", "GET /v1/matching", "PUT /v1/matching",
+    "GET /v1/clusters", "GET /v1/clusters/{cluster_id}",
+    "POST /v1/matches/{asset_a}/{asset_b}", "GET /v1/matches/{asset_a}/{asset_b}",
+    "GET /v1/banks", "PUT /v1/banks/{name}", "GET /v1/banks/{name}", "DELETE /v1/banks/{name}",
+    "POST /v1/banks/{name}/items", "DELETE /v1/banks/{name}/items/{asset_id}",
 ]
 
-NO_INPUT = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/admin/queues"}
+NO_INPUT = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/admin/queues",
+            "GET /v1/matching", "GET /v1/banks"}
 """Operations without parameters or body: there is nothing to make schema-invalid."""
 
 CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [

@@ -50,6 +50,7 @@ from kenning.processors.text import simhash as sh
 from kenning.processors.text.chunk import chunk_texts
 from kenning.processors.text.embed import mean_vector
 from kenning.processors.text.normalize import normalize_text
+from kenning.services.matching import rejected_with
 from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
@@ -191,25 +192,32 @@ class SimilarityService:
             raise BadInput("give asset_id, text or a file", code="empty_query")
         with self.stores.db.session(write=False) as s:
             kind = owned_asset(s, who, req.asset_id).kind
+            # A pair a person rejected is never proposed again (kenning.services.matching).
+            rejected = rejected_with(s, who.tenant_id, req.asset_id)
         modality = req.modality or kind
         if modality == "image":
             t = self._thresholds(who, req, PDQ)
             original = self._fingerprint(req.asset_id, "pdq", "original")
             if original is None:
                 raise BadInput(f"asset {req.asset_id} has no PDQ hash yet", code="not_ready")
+            found = self._by_pdq(who, original, t, req.limit + len(rejected),
+                                 exclude=req.asset_id)
             return SimilarResponse(
                 query={"asset_id": req.asset_id, "threshold": t.pdq},
-                matches=self._by_pdq(who, original, t, req.limit, exclude=req.asset_id))
+                matches=[m for m in found if m.asset_id not in rejected][:req.limit])
         t = self._thresholds(who, req, SEMANTIC)
         with self.stores.db.session(write=False) as s:
             vector = asset_text_vector(s, req.asset_id, self.embedder.model_id)
         if vector is None:
             raise BadInput(f"asset {req.asset_id} has no text embedding yet", code="not_ready")
-        semantic = self._by_vector(who, vector, t, req.limit, exclude=req.asset_id)
-        near = self._asset_near_duplicates(who, req.asset_id, kind, t, req.limit)
+        more = req.limit + len(rejected)
+        semantic = self._by_vector(who, vector, t, more, exclude=req.asset_id)
+        near = self._asset_near_duplicates(who, req.asset_id, kind, t, more)
+        merged = _merge_text(near, semantic, more)
         return SimilarResponse(query={"asset_id": req.asset_id, "threshold": t.text_semantic,
                                       "thresholds": t.model_dump()},
-                               matches=_merge_text(near, semantic, req.limit))
+                               matches=[m for m in merged if m.asset_id not in rejected][
+                                   :req.limit])
 
     def duplicates(self, who: Principal, asset_id: str, limit: int = 200) -> list[Match]:
         """The asset's near-duplicates at the tenant's thresholds: PDQ for an image, word

@@ -329,3 +329,94 @@ class StepBell(Base):
     step: Mapped[str] = mapped_column(String(300), primary_key=True)
     rung: Mapped[bool] = mapped_column(Boolean, default=False)
     rung_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class MatchCluster(Base):
+    """A group of near-duplicates (matching service): its id is stable while the asset
+    it was founded on (``first_asset_id``, the first seen) stays in it.
+
+    Every matched asset belongs to exactly one cluster, a singleton at first, so a
+    membership row also says "this asset has been matched". A cluster merged into
+    another stays as a tombstone (``merged_into``) so that its old id still resolves.
+    Deleting the founding asset dissolves the cluster (its members are matched again).
+    """
+
+    __tablename__ = "match_cluster"
+    __table_args__ = (Index("ix_match_cluster_tenant_updated", "tenant_id", "updated_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    first_asset_id: Mapped[str] = mapped_column(
+        ForeignKey("asset.id", ondelete="CASCADE"), index=True)
+    size: Mapped[int] = mapped_column(Integer, default=1)
+    """Members when last written; fewer live members means one was deleted (repair)."""
+    merged_into: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MatchClusterMember(Base):
+    __tablename__ = "match_cluster_member"
+    asset_id: Mapped[str] = mapped_column(
+        ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    cluster_id: Mapped[str] = mapped_column(
+        ForeignKey("match_cluster.id", ondelete="CASCADE"), index=True)
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MatchEdge(Base):
+    """Two assets found to be near-duplicates (``asset_a < asset_b``), by one method;
+    ``verdict`` edges are a person's confirmation."""
+
+    __tablename__ = "match_edge"
+    __table_args__ = (
+        UniqueConstraint("asset_a", "asset_b", "method", name="uq_match_edge_pair_method"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    asset_a: Mapped[str] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"))
+    asset_b: Mapped[str] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"),
+                                         index=True)
+    method: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MatchVerdict(Base):
+    """A person's decision on a pair (``asset_a < asset_b``): ``same`` or ``different``."""
+
+    __tablename__ = "match_verdict"
+    asset_a: Mapped[str] = mapped_column(
+        ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True)
+    asset_b: Mapped[str] = mapped_column(
+        ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True, index=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Bank(Base):
+    """A tenant's named set of known items; every newly matched asset is checked
+    against it (a hit is a ``bank.hit`` webhook to ``webhook_url`` and an audit event)."""
+
+    __tablename__ = "bank"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_bank_tenant_name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BankItem(Base):
+    __tablename__ = "bank_item"
+    bank_id: Mapped[str] = mapped_column(
+        ForeignKey("bank.id", ondelete="CASCADE"), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(
+        ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True, index=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str | None] = mapped_column(Text, default=None)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
