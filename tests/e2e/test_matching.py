@@ -143,7 +143,14 @@ def test_clusters_verdicts_banks_and_tenants(
     hits = api.client.get("/v1/audit", headers=h, params={"action": "bank.hit"}).json()
     assert [e["subject_id"] for e in hits] == [small]
 
-    # A rejection splits the cluster; the first seen keeps the id; it is sticky.
+    # A rejection splits the cluster; the first seen keeps the id; it is sticky; and
+    # /v1/similar never proposes the pair again, from either side.
+    def proposed(a: str) -> set[str]:
+        r = api.client.post("/v1/similar", headers=h, json={"asset_id": a})
+        assert r.status_code == 200, r.text
+        return {m["asset_id"] for m in r.json()["matches"]}
+
+    assert jpeg in proposed(first) and first in proposed(jpeg)
     r = api.client.post(f"/v1/matches/{jpeg}/{first}", headers=h,
                         json={"verdict": "different", "note": "not the same shoot"})
     assert r.status_code == 200, r.text
@@ -154,6 +161,8 @@ def test_clusters_verdicts_banks_and_tenants(
     assert _cluster_of(api, first, jpeg) != _cluster_of(api, jpeg, first)
     audit = api.client.get("/v1/audit", headers=h, params={"action": "match.verdict"}).json()
     assert audit[0]["after"] == {"verdict": "different", "note": "not the same shoot"}
+    assert jpeg not in proposed(first) and first not in proposed(jpeg)
+    assert small in proposed(first)  # other matches stay
 
     # A confirmation holds whatever the thresholds: at 0 bits nothing matches by itself.
     r = api.client.put("/v1/matching", headers=h, json={"pdq": 0})
