@@ -105,8 +105,9 @@ class SearchResponse(BaseModel):
     mode: SearchMode
     hits: list[SearchHit]
     query_language: str | None = None
-    """With ``explain`` in hybrid mode: the query language the fusion used (None:
-    unknown, the keyword weight applied in full)."""
+    """With ``explain``, in keyword and hybrid mode: the query language whose stopwords
+    left the keyword query and that set the fusion's keyword weights (None: unknown, the
+    keyword weight applies in full)."""
 
 
 class SearchService:
@@ -149,9 +150,12 @@ class SearchService:
 
         keyword: dict[int, tuple[float, str]] = {}
         semantic: dict[int, float] = {}
+        query_language = None
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+            # Its stopwords leave the keyword query; in hybrid mode it sets the weights.
+            query_language = self.query_language(query)
             for found in self.stores.keyword.search(
-                who.tenant_id, query, depth, asset_ids=allowed_assets
+                who.tenant_id, query, depth, asset_ids=allowed_assets, language=query_language
             ):
                 keyword[found.id] = (found.score, found.highlight)
         if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
@@ -170,9 +174,7 @@ class SearchService:
             legs["semantic"] = [LegHit(rows[i][1].id, i, semantic[i])
                                 for i in sorted(semantic, key=lambda i: (-semantic[i], i))
                                 if i in rows]
-        query_language = None
         if mode == SearchMode.HYBRID:
-            query_language = self.query_language(query)
             fused = fuse(legs, self.weights, query_language=query_language,
                          asset_languages={a.id: a.language for _, a in rows.values()})
         else:
