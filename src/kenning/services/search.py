@@ -9,6 +9,7 @@ anything deleted since it was indexed. Hits are one per asset, its best segment.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -22,7 +23,9 @@ from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
 from kenning.ingest.metadata import check_key, check_string
 from kenning.principal import Principal
+from kenning.processors.text.embed import text_vector
 from kenning.processors.text.language import detect_language
+from kenning.processors.text.normalize import normalize_text
 from kenning.services.fusion import FusedHit, FusionWeights, LegHit, fuse, ranked_alone
 from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.settings import Settings
@@ -115,6 +118,7 @@ class SearchService:
         self.stores = stores
         self.embedder = embedder
         self.settings = settings
+        self._legs = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search-leg")
         self.weights = FusionWeights(
             k=settings.rrf_k, keyword=settings.hybrid_keyword_weight,
             semantic=settings.hybrid_semantic_weight,
@@ -151,37 +155,45 @@ class SearchService:
         keyword: dict[int, tuple[float, str]] = {}
         semantic: dict[int, float] = {}
         query_language = None
+        pending = None
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
             # Its stopwords leave the keyword query; in hybrid mode it sets the weights.
             query_language = self.query_language(query)
-            for found in self.stores.keyword.search(
-                who.tenant_id, query, depth, asset_ids=allowed_assets, language=query_language
-            ):
-                keyword[found.id] = (found.score, found.highlight)
+            # The keyword leg runs beside the semantic one (SQLite and the model both
+            # release the GIL): a hybrid query waits for the slower leg, not for both.
+            pending = self._legs.submit(
+                self.stores.keyword.search, who.tenant_id, query, depth,
+                asset_ids=allowed_assets, language=query_language)
         if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
             semantic = self._semantic(who, query, req.asset_id, depth, allowed_assets)
+        if pending is not None:
+            keyword = {found.id: (found.score, found.highlight) for found in pending.result()}
 
-        # One join for every candidate: the tenant scope, the filters and what was
+        # One lookup for every candidate: the tenant scope, the filters and what was
         # deleted since it was indexed drop segments before they are ranked per asset.
-        rows = self._join(who, [*keyword, *(i for i in semantic if i not in keyword)],
-                          filters, req.asset_id)
+        owners = self._candidates(who, [*keyword, *(i for i in semantic if i not in keyword)],
+                                  filters, req.asset_id)
         legs: dict[str, list[LegHit]] = {}
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
-            legs["keyword"] = [LegHit(rows[i][1].id, i, keyword[i][0])
+            legs["keyword"] = [LegHit(owners[i][0], i, keyword[i][0])
                                for i in sorted(keyword, key=lambda i: (-keyword[i][0], i))
-                               if i in rows]
+                               if i in owners]
         if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
-            legs["semantic"] = [LegHit(rows[i][1].id, i, semantic[i])
+            legs["semantic"] = [LegHit(owners[i][0], i, semantic[i])
                                 for i in sorted(semantic, key=lambda i: (-semantic[i], i))
-                                if i in rows]
+                                if i in owners]
         if mode == SearchMode.HYBRID:
             fused = fuse(legs, self.weights, query_language=query_language,
-                         asset_languages={a.id: a.language for _, a in rows.values()})
+                         asset_languages=dict(owners.values()))
         else:
             (leg, hits), = legs.items()
             fused = ranked_alone(leg, hits)
+        shown = fused[:req.limit]
+        rows = self._rows(who, [hit.segment_id for hit in shown])
         out: list[SearchHit] = []
-        for hit in fused[:req.limit]:
+        for hit in shown:
+            if hit.segment_id not in rows:
+                continue  # deleted in the last milliseconds
             seg, asset = rows[hit.segment_id]
             scores = {leg: round(c.score, 6) for leg, c in hit.components.items()}
             if mode == SearchMode.HYBRID:
@@ -212,7 +224,8 @@ class SearchService:
     ) -> dict[int, float]:
         space = self.embedder.model_id
         if query:
-            vector = self.embedder.embed([query])[0]
+            vector = text_vector(self.embedder, normalize_text(query), self.settings.chunk_chars,
+                                 self.settings.chunk_overlap_chars)
         else:
             assert asset_id is not None
             vector = self.asset_vector(who, asset_id)
@@ -270,19 +283,30 @@ class SearchService:
         with self.stores.db.session(write=False) as s:
             return set(s.scalars(self._filtered(who, select(Asset.id), f)))
 
-    def _join(
+    def _candidates(
         self, who: Principal, seg_ids: list[int], f: SearchFilters, exclude: str | None
-    ) -> dict[int, tuple[Segment, Asset]]:
-        """The segments among ``seg_ids`` that are the tenant's and pass the filters."""
+    ) -> dict[int, tuple[str, str | None]]:
+        """The segments among ``seg_ids`` that are the tenant's and pass the filters: their
+        asset and its language (what ranking needs, not the rows)."""
         if not seg_ids:
             return {}
         query = self._filtered(
-            who, select(Segment, Asset).join(Asset, Asset.id == Segment.asset_id), f
+            who, select(Segment.id, Asset.id, Asset.language)
+            .join(Asset, Asset.id == Segment.asset_id), f
         ).where(Segment.id.in_(seg_ids), Segment.tenant_id == who.tenant_id)
         if f.segment_kind:
             query = query.where(Segment.kind.in_(f.segment_kind))
         if exclude:
             query = query.where(Asset.id != exclude)
+        with self.stores.db.session(write=False) as s:
+            return {seg: (asset, language) for seg, asset, language in s.execute(query)}
+
+    def _rows(self, who: Principal, seg_ids: list[int]) -> dict[int, tuple[Segment, Asset]]:
+        """The shown hits' segments and assets, whole."""
+        if not seg_ids:
+            return {}
+        query = (select(Segment, Asset).join(Asset, Asset.id == Segment.asset_id)
+                 .where(Segment.id.in_(seg_ids), Segment.tenant_id == who.tenant_id))
         with self.stores.db.session(write=False) as s:
             return {seg.id: (seg, asset) for seg, asset in s.execute(query).tuples()}
 

@@ -47,8 +47,7 @@ from kenning.principal import Principal
 from kenning.processors.image.extra import require_image_support
 from kenning.processors.image.pdq import pdq_hash
 from kenning.processors.text import simhash as sh
-from kenning.processors.text.chunk import chunk_texts
-from kenning.processors.text.embed import mean_vector
+from kenning.processors.text.embed import text_vector
 from kenning.processors.text.normalize import normalize_text
 from kenning.services.matching import rejected_with
 from kenning.services.scope import asset_text_vector, owned_asset
@@ -278,8 +277,8 @@ class SimilarityService:
 
     def text_vector(self, text: str) -> np.ndarray:
         """The vector of a normalised text, as ``text.embed`` makes a stored text's."""
-        chunks = chunk_texts(text, self.settings.chunk_chars, self.settings.chunk_overlap_chars)
-        return mean_vector(self.embedder.embed(chunks))
+        return text_vector(self.embedder, text, self.settings.chunk_chars,
+                           self.settings.chunk_overlap_chars)
 
     def _by_vector(self, who: Principal, vector: np.ndarray, t: Thresholds, limit: int, *,
                    exclude: str | None) -> list[Match]:

@@ -15,6 +15,7 @@ from kenning.pipeline.processor import (
     StageInput,
     StageOutput,
 )
+from kenning.processors.text.chunk import chunk_texts
 
 
 class Embedder(Protocol):
@@ -26,11 +27,16 @@ class Embedder(Protocol):
 def mean_vector(rows: np.ndarray) -> np.ndarray:
     """A text's vector: the unit-length mean of its chunks' vectors. The one definition,
     for stored assets (``text.embed``) and for query texts
-    (:func:`kenning.processors.text.chunk.chunk_texts` + the model + this), so their
-    cosines compare."""
+    (:func:`text_vector`), so their cosines compare."""
     mean = np.asarray(rows, dtype=np.float32).mean(axis=0)
     out: np.ndarray = mean / max(float(np.linalg.norm(mean)), 1e-12)
     return out
+
+
+def text_vector(embedder: Embedder, text: str, size: int, overlap: int) -> np.ndarray:
+    """The vector of a normalised ``text`` chunked as ``text.chunk`` chunks it (``size``,
+    ``overlap``): how a query text compares with stored texts."""
+    return mean_vector(embedder.embed(chunk_texts(text, size, overlap)))
 
 
 class EmbedText(BaseProcessor):
@@ -48,12 +54,12 @@ class EmbedText(BaseProcessor):
     def process(self, batch: Sequence[StageInput]) -> list[StageOutput]:
         # One model call for the whole batch; the batcher may merge it with other workers'.
         texts = [list(item.artifacts["chunks"]["texts"]) for item in batch]
-        flat = [t for chunk_texts in texts for t in chunk_texts]
+        flat = [t for item_chunks in texts for t in item_chunks]
         vectors = self.embedder.embed(flat) if flat else np.zeros((0, 0), np.float32)
         outputs, offset = [], 0
-        for item, chunk_texts in zip(batch, texts, strict=True):
-            rows = vectors[offset : offset + len(chunk_texts)]
-            offset += len(chunk_texts)
+        for item, item_chunks in zip(batch, texts, strict=True):
+            rows = vectors[offset : offset + len(item_chunks)]
+            offset += len(item_chunks)
             producer = item.artifacts["chunks"]["producer"]
             embeddings = [
                 EmbeddingOut(self.embedder.model_id, row, SegmentRef(producer, seq))

@@ -63,15 +63,23 @@ CREATE VIRTUAL TABLE IF NOT EXISTS keyword_fts USING fts5(
 """
 
 _SEARCH = f"""
-SELECT rowid, asset_id, -bm25(keyword_fts, 1.0, {TITLE_WEIGHT}),
+WITH top AS (
+    SELECT rowid AS id, bm25(keyword_fts, 1.0, {TITLE_WEIGHT}) AS rank
+    FROM keyword_fts
+    WHERE keyword_fts MATCH :match AND tenant_id = :tenant
+      AND (:assets IS NULL OR asset_id IN (SELECT value FROM json_each(:assets)))
+      AND rowid NOT IN (SELECT value FROM json_each(:exclude))
+    ORDER BY rank, rowid
+    LIMIT :k
+)
+SELECT keyword_fts.rowid, asset_id, -top.rank,
        snippet(keyword_fts, 0, '{_OPEN}', '{_CLOSE}', '…', {_SNIPPET_TOKENS}), body
-FROM keyword_fts
-WHERE keyword_fts MATCH :match AND tenant_id = :tenant
-  AND (:assets IS NULL OR asset_id IN (SELECT value FROM json_each(:assets)))
-  AND rowid NOT IN (SELECT value FROM json_each(:exclude))
-ORDER BY bm25(keyword_fts, 1.0, {TITLE_WEIGHT}), rowid
-LIMIT :k
+FROM top JOIN keyword_fts ON keyword_fts.rowid = top.id
+WHERE keyword_fts MATCH :match
+ORDER BY top.rank, top.id
 """
+"""Ranks first, then cuts snippets for the ``k`` best only (a query matching most of the
+index made a snippet per match)."""
 
 
 def _fts_string(term: str) -> str:
