@@ -29,6 +29,7 @@ from kenning.services.admin import AdminService
 from kenning.services.assets import AssetService
 from kenning.services.audit import AuditService
 from kenning.services.banks import BankService
+from kenning.services.events import EventService
 from kenning.services.matching import MatchingService
 from kenning.services.search import SearchService
 from kenning.services.similarity import SimilarityService
@@ -102,6 +103,7 @@ class Kenning:
         self.matching = MatchingService(self.stores.db, self.similarity.duplicates,
                                         self.dispatcher.webhooks, self.settings)
         self.banks = BankService(self.stores.db, self.settings)
+        self.events = EventService(self.stores.db, self.settings)
         self.admin = AdminService(self.stores.db, self.queue_admin, self.dispatcher.ring)
         self.reconciler = Reconciler(
             self.stores.db, self.dispatcher, self.registry, self.settings,

@@ -288,6 +288,21 @@ class Settings(BaseSettings):
         200, ge=1, description="Most assets one matching run takes (oldest first); also "
         "the most clusters it recomputes after deletions.")
 
+    # --- events (readers' interactions, POST /v1/events) -------------------------------
+    max_events_per_batch: int = Field(
+        1000, ge=1, description="Most events in one POST /v1/events (413 batch_too_large); "
+        "the body also stays under max_json_bytes.")
+    events_max_future_s: float = Field(
+        300.0, ge=0, description="Clock skew allowed to an event's `at`: a time further "
+        "ahead of the server's clock refuses the batch (422 event_in_future).")
+    events_max_age_days: float = Field(
+        365.0, gt=0, description="Oldest `at` an event may carry, in days before now "
+        "(422 event_too_old): room for backfills, none for epoch-zero clocks.")
+    events_author_key: str = Field(
+        "author", min_length=1, max_length=128,
+        description="Top-level asset metadata field naming an asset's author (a string): "
+        "item events record it, and author events may name a story instead of an author.")
+
     @cached_property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'kenning.db').resolve()}"

@@ -12,10 +12,11 @@ from kenning import __version__
 from kenning.api.errors import error_responses, install_error_handlers
 from kenning.api.middleware import install_middleware
 from kenning.api.openapi import install_openapi
-from kenning.api.routes import admin, assets, matching, ops, search
+from kenning.api.routes import admin, assets, events, matching, ops, search
 from kenning.api.schemas import AssetIn, BatchIn
 from kenning.container import Kenning
 from kenning.observability.metrics import register_queue_collector
+from kenning.services.events import EventsIn
 from kenning.services.similarity import SimilarRequest
 from kenning.settings import Settings
 
@@ -57,10 +58,10 @@ def create_app(kenning: Kenning | None = None, settings: Settings | None = None)
     app.state.kenning = kenning
     install_error_handlers(app)
     install_middleware(app, kenning.settings)
-    for module in (ops, assets, search, matching):
+    for module in (ops, assets, search, matching, events):
         app.include_router(module.router)
     # admin.py declares no error answers of its own: every admin route authenticates.
     app.include_router(admin.router, responses=error_responses(401, 422))
     # Bodies these routes parse themselves, described here so every $ref resolves.
-    install_openapi(app, [AssetIn, BatchIn, SimilarRequest])
+    install_openapi(app, [AssetIn, BatchIn, SimilarRequest, EventsIn])
     return app

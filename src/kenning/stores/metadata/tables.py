@@ -420,3 +420,38 @@ class BankItem(Base):
     tenant_id: Mapped[str] = mapped_column(String(32))
     label: Mapped[str | None] = mapped_column(Text, default=None)
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """A reader's interaction (recommendations' feedback): impression, open, read, like,
+    share, follow / unfollow, hide, mute_author or report. See :mod:`kenning.services.events`.
+
+    ``event_id`` is the client's idempotency key, unique per tenant. ``asset_id`` is set
+    for item events and goes with its asset (``ON DELETE CASCADE``); author events
+    (follow, unfollow, mute_author) keep the story they came from in ``data`` instead, so
+    deleting a story does not undo a follow. ``author_id`` is the author the event
+    names, or for item events the asset's author as its metadata said on arrival.
+    """
+
+    __tablename__ = "event"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "event_id", name="uq_event_tenant_event_id"),
+        Index("ix_event_tenant_reader_at", "tenant_id", "reader_id", "at"),
+        # Asset ids are unique across tenants: (asset_id, at) serves per-asset reads and
+        # the cascade of an asset's delete, which a (tenant_id, asset_id) index would not.
+        Index("ix_event_asset_at", "asset_id", "at"),
+        Index("ix_event_tenant_author_at", "tenant_id", "author_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(16))
+    reader_id: Mapped[str] = mapped_column(String(128))
+    asset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("asset.id", ondelete="CASCADE"), default=None)
+    author_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Type-specific fields: surface, position, request_id, dwell_ms, scroll_depth,
+    reason; and the story an author event came from (asset_id)."""
