@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from kenning.media.kinds import MediaKind
 from kenning.media.sniff import sniff
 from kenning.principal import Principal
 from kenning.processors.image.extra import require_image_support
-from kenning.processors.image.pdq import pdq_hash
+from kenning.processors.image.pdq import TRIMMED, pdq_query_hashes
 from kenning.processors.text import simhash as sh
 from kenning.processors.text.embed import text_vector
 from kenning.processors.text.normalize import normalize_text
@@ -178,11 +179,16 @@ class SimilarityService:
                 require_image_support(self.settings)  # no PDQ without the image extra
                 t = self._thresholds(who, req, PDQ)
                 # safe_open_image applies every upload guard; decode once, not twice.
-                code, quality = pdq_hash(safe_open_image(upload, self.settings,
-                                                         wait_s=self.settings.decode_wait_s))
-                matches = self._by_pdq(who, code, t, req.limit, exclude=None)
-                return SimilarResponse(query={"upload": "image", "pdq_quality": quality,
-                                              "threshold": t.pdq}, matches=matches)
+                # The upload as given and, with flat margins (a border, a caption
+                # strip), trimmed: either may meet a stored variant.
+                hashes = pdq_query_hashes(safe_open_image(
+                    upload, self.settings, wait_s=self.settings.decode_wait_s))
+                matches = self._by_pdq(who, [code for _, code, _ in hashes], t, req.limit,
+                                       exclude=None)
+                return SimilarResponse(
+                    query={"upload": "image", "pdq_quality": hashes[0][2], "threshold": t.pdq,
+                           "pdq_variants": [name for name, _, _ in hashes]},
+                    matches=matches)
             validate_upload(upload, self.settings)  # text limits
             return self._by_text(who, upload.decode("utf-8-sig", errors="replace"), req)
         if req.text is not None:
@@ -196,11 +202,10 @@ class SimilarityService:
         modality = req.modality or kind
         if modality == "image":
             t = self._thresholds(who, req, PDQ)
-            original = self._fingerprint(req.asset_id, "pdq", "original")
-            if original is None:
+            own = self._query_pdq(req.asset_id)
+            if not own:
                 raise BadInput(f"asset {req.asset_id} has no PDQ hash yet", code="not_ready")
-            found = self._by_pdq(who, original, t, req.limit + len(rejected),
-                                 exclude=req.asset_id)
+            found = self._by_pdq(who, own, t, req.limit + len(rejected), exclude=req.asset_id)
             return SimilarResponse(
                 query={"asset_id": req.asset_id, "threshold": t.pdq},
                 matches=[m for m in found if m.asset_id not in rejected][:req.limit])
@@ -226,26 +231,36 @@ class SimilarityService:
             kind = owned_asset(s, who, asset_id).kind
             t = self._tenant_thresholds(s, who.tenant_id).over(self.defaults)
         if kind == "image":
-            original = self._fingerprint(asset_id, "pdq", "original")
-            return [] if original is None else self._by_pdq(who, original, t, limit,
-                                                            exclude=asset_id)
+            own = self._query_pdq(asset_id)
+            return self._by_pdq(who, own, t, limit, exclude=asset_id) if own else []
         return self._asset_near_duplicates(who, asset_id, kind, t, limit)
 
     # --- methods -----------------------------------------------------------------------
-    def _fingerprint(self, asset_id: str, algorithm: str, variant: str) -> bytes | None:
+    def _query_pdq(self, asset_id: str) -> list[bytes]:
+        """What a stored image is searched with, as an upload would be: its hash as
+        stored (``original``) and, when it has flat margins, its trimmed form's, so a
+        captioned copy finds its original as the original finds the copy."""
         with self.stores.db.session(write=False) as s:
-            return s.scalar(select(Fingerprint.bits).where(
-                Fingerprint.asset_id == asset_id, Fingerprint.algorithm == algorithm,
-                Fingerprint.variant == variant))
+            rows = {variant: bits for variant, bits in s.execute(
+                select(Fingerprint.variant, Fingerprint.bits).where(
+                    Fingerprint.asset_id == asset_id, Fingerprint.algorithm == "pdq",
+                    Fingerprint.variant.in_(("original", TRIMMED))))}
+        return [rows[v] for v in ("original", TRIMMED) if v in rows]
 
-    def _by_pdq(self, who: Principal, code: bytes, t: Thresholds, limit: int, *,
-                exclude: str | None) -> list[Match]:
+    def _by_pdq(self, who: Principal, codes: bytes | Sequence[bytes], t: Thresholds,
+                limit: int, *, exclude: str | None) -> list[Match]:
+        """Assets with a stored PDQ variant within ``t.pdq`` bits of any of ``codes`` (the
+        query's hashes: as given, trimmed), each at its nearest."""
         assert t.pdq is not None
-        hits = self.stores.hashes.search(
-            hash_namespace(who.tenant_id, "pdq"), code, max_distance=t.pdq, k=limit * 8 + 8)
+        namespace = hash_namespace(who.tenant_id, "pdq")
+        distance: dict[int, int] = {}
+        for code in [codes] if isinstance(codes, bytes) else codes:
+            for h in self.stores.hashes.search(namespace, code, max_distance=t.pdq,
+                                               k=limit * 9 + 8):
+                distance[h.id] = min(h.distance, distance.get(h.id, h.distance))
         best: dict[str, tuple[int, str]] = {}
-        for fp_id, asset_id, variant in self._fingerprint_assets(who, [h.id for h in hits]):
-            d = next(h.distance for h in hits if h.id == fp_id)
+        for fp_id, asset_id, variant in self._fingerprint_assets(who, list(distance)):
+            d = distance[fp_id]
             if asset_id != exclude and (asset_id not in best or d < best[asset_id][0]):
                 best[asset_id] = (d, variant)
         return self._matches(
