@@ -18,8 +18,8 @@ other (the first sentences of the 300 ABC articles, cycling):
   searches FTS5, ``hybrid`` does both; it returns ids only.
 
 Before each side's clock, five queries warm it up (a serving process loads the model and
-the indexes on its first search). Reported: QPS, p50 and p99 latency, and the ratio of our p50 and p99 to the bare
-endpoint's for the same mode. Run::
+the indexes on its first search). Reported: QPS, p50 and p99 latency, and the ratio of
+our p50 and p99 to the bare endpoint's for the same mode. Run::
 
     .venv/bin/python bench/bench_search_api.py --assets 100000 --data-dir /tmp/kenning-100k
         [--clients 8] [--seconds 20] [--modes keyword semantic hybrid]
