@@ -15,6 +15,10 @@ class KenningError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    retryable: bool = True
+    """Whether a pipeline stage that raised it may succeed on another attempt. Errors of
+    the content itself (bad input, past a limit) fail the stage at once: another attempt
+    would read the same bytes and fail the same way."""
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -29,6 +33,7 @@ class BadInput(KenningError):
 
     status = 422
     code = "invalid_input"
+    retryable = False
 
 
 class EmptyContent(BadInput):
@@ -53,6 +58,7 @@ class TooLarge(KenningError):
 
     status = 413
     code = "payload_too_large"
+    retryable = False
 
 
 class UrlNotAllowed(BadInput):

@@ -303,6 +303,38 @@ class Settings(BaseSettings):
         description="Top-level asset metadata field naming an asset's author (a string): "
         "item events record it, and author events may name a story instead of an author.")
 
+    # --- audio and video (decoded by PyAV in isolated child processes) ------------------
+    max_media_duration_s: float = Field(
+        4 * 3600.0, gt=0,
+        description="Longest accepted audio or video in seconds: refused from the header "
+        "at ingest (413 media_too_long); a file that goes on past it fails its probe stage "
+        "with the same code, and is never read further.")
+    max_video_pixels: int = Field(
+        7680 * 4320, gt=0,
+        description="Largest accepted video frame (width*height, default 8K UHD), refused "
+        "from the header at ingest (413 resolution_too_large).")
+    max_media_streams: int = Field(
+        16, ge=1, description="Most streams (audio, video, subtitles, data) an audio or "
+        "video file may hold (413 too_many_streams).")
+    media_probe_timeout_s: float = Field(
+        10.0, gt=0,
+        description="Wall clock of the header probe an audio or video upload gets at "
+        "ingest, counted once the decoder process has started (422 decode_timeout past "
+        "it; the process is killed).")
+    media_decode_timeout_s: float = Field(
+        120.0, gt=0,
+        description="Wall clock of one decoding process in a pipeline stage (the av.probe "
+        "stage demuxes the whole file and decodes its audio and video key frames); past it "
+        "the process is killed and the stage fails with decode_timeout.")
+    media_decode_memory_mb: int = Field(
+        1024, ge=128,
+        description="Address-space ceiling (RLIMIT_AS) of each decoding process in MiB; an "
+        "allocation past it fails inside that process (decode_memory), never in the worker.")
+    media_decode_processes: int = Field(
+        2, ge=1,
+        description="Most decoding processes one Kenning process runs at once; uploads wait "
+        "decode_wait_s for one (then 429), pipeline stages as long as it takes.")
+
     @cached_property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'kenning.db').resolve()}"

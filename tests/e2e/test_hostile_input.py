@@ -29,6 +29,11 @@ CASES = [
     ("bomb.png", lambda: media.png_bomb_header(50_000, 50_000), 413, "image_too_large"),
     ("photo.jpg", lambda: media.zip_bytes(), 415, "unsupported_media_type"),
     ("empty.txt", lambda: b"", 422, "empty_content"),
+    # Audio and video are accepted now; what does not even have a readable header is not.
+    ("clip.mp4", lambda: media.truncated_copy(media.video_bytes("bikes.mp4")), 422,
+     "corrupt_media"),
+    ("song.ogg", lambda: b"OggS\x00\x02" + bytes(200), 422, "corrupt_media"),
+    ("movie.flv", lambda: b"FLV\x01\x05" + bytes(200), 415, "unsupported_media_type"),
 ]
 
 

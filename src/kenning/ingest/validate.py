@@ -8,6 +8,13 @@ PIL allocates a pixel buffer, and the decode (of a JPEG at 1/8 scale: only valid
 counts here) holds the process-wide pixel budget, waiting at most ``decode_wait_s``
 before the upload is refused with :class:`~kenning.errors.Backpressure` (429).
 
+Audio and video are probed by :func:`kenning.media.av.probe_media` in an isolated child
+process bounded by ``media_probe_timeout_s`` and ``media_decode_memory_mb``: what the
+header already tells is refused here (413 ``media_too_long``, ``resolution_too_large``,
+``too_many_streams``; 422 ``corrupt_media`` when not even the header reads), and the
+probe's streams decide whether the file is audio or video. The full decode is the
+``av.probe`` stage's.
+
 Text must have content: text made only of whitespace, controls, zero-width and other
 format characters (U+200B, U+200D, U+2060, U+FEFF, soft hyphen...) is empty.
 
@@ -20,10 +27,12 @@ import unicodedata
 from dataclasses import dataclass
 
 from kenning.errors import EmptyContent, TooLarge
+from kenning.media.av import probe_media
 from kenning.media.images import verify_image
 from kenning.media.kinds import MediaKind
 from kenning.media.limits import check_bytes
 from kenning.media.sniff import sniff
+from kenning.processors.av.extra import require_av_support
 from kenning.processors.image.extra import require_image_support
 from kenning.settings import Settings
 
@@ -52,15 +61,19 @@ class Validated:
     """PIL format name (``JPEG``, ``PNG``...); images only."""
     chars: int | None = None
     """Length in characters; text only."""
+    duration_s: float | None = None
+    """What the header declares; audio and video only."""
 
 
 def validate_upload(data: bytes, settings: Settings) -> Validated:
     """Check an upload against every ingest limit and decode it once.
 
     Raises :class:`EmptyContent`, :class:`TooLarge` (codes ``file_too_large``,
-    ``text_too_long``, ``image_too_large``), :class:`UnsupportedMedia` (also for an
-    image when the ``image`` extra is not installed), :class:`CorruptMedia` (code
-    ``corrupt_media``) or :class:`Backpressure` (the decode budget stayed full).
+    ``text_too_long``, ``image_too_large``, ``media_too_long``, ``resolution_too_large``,
+    ``too_many_streams``, ``decode_memory``), :class:`UnsupportedMedia` (also for an
+    image or a video when its extra is not installed), :class:`CorruptMedia` (codes
+    ``corrupt_media``, ``decode_timeout``, ``decode_failed``) or :class:`Backpressure`
+    (the decode budget, or every decoding process, stayed busy).
     """
     check_bytes(data, settings.max_upload_bytes)
     sniffed = sniff(data)
@@ -76,6 +89,15 @@ def validate_upload(data: bytes, settings: Settings) -> Validated:
                 actual=len(text),
             )
         return Validated(sniffed.kind, sniffed.mime, len(data), chars=len(text))
+    if sniffed.kind in (MediaKind.AUDIO, MediaKind.VIDEO):
+        require_av_support()
+        probe = probe_media(data, sniffed.mime, settings, wait_s=settings.decode_wait_s)
+        video = probe.video
+        return Validated(
+            probe.kind, probe.mime, len(data), width=video.width if video else None,
+            height=video.height if video else None, format=probe.format,
+            duration_s=probe.duration_s,
+        )
     require_image_support(settings)
     info = verify_image(data, sniffed.mime, settings, wait_s=settings.decode_wait_s)
     return Validated(

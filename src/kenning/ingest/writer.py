@@ -103,6 +103,8 @@ class BatchWriter:
             meta = dict(staged.meta)
             if checked.width is not None:
                 meta.update(width=checked.width, height=checked.height)
+            if checked.duration_s is not None:
+                meta.update(duration_s=checked.duration_s)
             asset = Asset(
                 id=new_id(), tenant_id=tenant, kind=checked.kind.value, sha256=staged.sha,
                 mime=checked.mime, bytes=len(item.data), source=item.source,

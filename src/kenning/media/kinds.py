@@ -16,3 +16,8 @@ class MediaKind(StrEnum):
 
     TEXT = "text"
     IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
+    """Audio and video are told apart by the streams the probe finds
+    (:mod:`kenning.media.av`), not by the container alone: an MP4 or a Matroska file with
+    only sound is audio, an Ogg file with a Theora stream is video."""

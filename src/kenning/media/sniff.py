@@ -1,9 +1,14 @@
 """What an upload really is, told from its leading bytes only (never from a file name).
 
-Kenning ingests six raster image formats and UTF-8 text. Everything else is refused with
+Kenning ingests six raster image formats, UTF-8 text, audio (WAV, MP3, AAC, M4A, Ogg,
+FLAC) and video (MP4/MOV, Matroska/WebM, AVI). Everything else is refused with
 :class:`~kenning.errors.UnsupportedMedia`; when the bytes are a container we recognise
-(ZIP, PDF, MP4, ELF...) the message names it, so a client that sent ``report.docx``
+(ZIP, PDF, HEIC, ELF...) the message names it, so a client that sent ``report.docx``
 renamed to ``report.jpg`` learns what was actually received.
+
+For audio and video the bytes only name the container: whether an MP4, Matroska or Ogg
+file is audio or video is decided by the streams the probe finds
+(:mod:`kenning.media.av`), which also refuses what does not decode.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 from kenning.errors import EmptyContent, UnsupportedMedia
 from kenning.media.kinds import MediaKind
 
-__all__ = ["Sniffed", "sniff"]
+__all__ = ["AV_MIMES", "Sniffed", "sniff"]
 
 
 @dataclass(frozen=True)
@@ -49,9 +54,7 @@ _UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xcf\xfa\xed\xfe", "Mach-O executable"),
     (b"\xce\xfa\xed\xfe", "Mach-O executable"),
     (b"\x00asm", "WebAssembly module"),
-    (b"OggS", "Ogg audio/video"),
-    (b"fLaC", "FLAC audio"),
-    (b"\x1aE\xdf\xa3", "Matroska/WebM video"),
+    (b"fLaC", "FLAC audio without a STREAMINFO block"),
     (b"FLV\x01", "Flash video"),
     (b"MThd\x00\x00\x00\x06", "MIDI audio"),
     (b"SQLite format 3\x00", "SQLite database"),
@@ -65,23 +68,49 @@ _UNSUPPORTED_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"{\\rtf", "RTF document"),
 )
 
-_ISO_BRANDS: dict[bytes, str] = {
+# ISO base media (MP4 family) brands that are images, not audio or video.
+_ISO_IMAGE_BRANDS: dict[bytes, str] = {
     b"heic": "HEIC image",
     b"heix": "HEIC image",
     b"mif1": "HEIF image",
     b"msf1": "HEIF image sequence",
     b"avif": "AVIF image",
     b"avis": "AVIF image sequence",
-    b"qt  ": "QuickTime (MOV) video",
-    b"M4A ": "MPEG-4 audio (M4A)",
-    b"3gp4": "3GP video",
-    b"3gp5": "3GP video",
+    b"jp2 ": "JPEG 2000 image",
+    b"crx ": "Canon raw image",
+}
+# ISO base media brands ingested, with the MIME type of the container.
+_ISO_AV_BRANDS: dict[bytes, str] = {
+    b"qt  ": "video/quicktime",
+    b"M4A ": "audio/mp4",
+    b"M4B ": "audio/mp4",
+    b"M4P ": "audio/mp4",
+    b"F4A ": "audio/mp4",
+    b"3gp4": "video/3gpp",
+    b"3gp5": "video/3gpp",
+    b"3gp6": "video/3gpp",
+    b"3g2a": "video/3gpp2",
+    **{brand: "video/mp4" for brand in (
+        b"isom", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"mp71",
+        b"avc1", b"M4V ", b"M4VH", b"M4VP", b"dash", b"mmp4", b"MSNV", b"XAVC", b"f4v ",
+        b"NDAS", b"MP4 ")},
 }
 
-_RIFF_TYPES: dict[bytes, str] = {
-    b"AVI ": "AVI video",
-    b"WAVE": "WAV audio",
+AV_MIMES: frozenset[str] = frozenset({
+    "audio/wav", "audio/mpeg", "audio/aac", "audio/mp4", "audio/ogg", "audio/flac",
+    "audio/webm", "audio/x-matroska", "video/mp4", "video/quicktime", "video/3gpp",
+    "video/3gpp2", "video/x-matroska", "video/webm", "video/ogg", "video/x-msvideo",
+})
+"""Canonical MIME types of the audio and video containers Kenning ingests (the sniffed
+ones and the audio forms the probe gives an MP4, Matroska or WebM file without video)."""
+
+_RIFF_AV: dict[bytes, Sniffed] = {
+    b"WAVE": Sniffed(MediaKind.AUDIO, "audio/wav"),
+    b"AVI ": Sniffed(MediaKind.VIDEO, "video/x-msvideo"),
 }
+# MPEG audio frame header fields that are reserved (never in a real frame).
+_MPEG_BAD_VERSION = 0b01
+_MPEG_BAD_LAYER = 0b00
 
 _BMP_DIB_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 _TEXT_CONTROL_OK = frozenset("\t\n\r\f\v\x1b")
@@ -95,7 +124,8 @@ _MAX_CONTROL_RATIO = 0.01
 def sniff(data: bytes) -> Sniffed:
     """Classify ``data`` by magic bytes.
 
-    Returns an image or ``text/plain`` classification; raises
+    Returns an image, audio, video or ``text/plain`` classification (audio and video by
+    container: see the module docstring); raises
     :class:`~kenning.errors.EmptyContent` for an empty body and
     :class:`~kenning.errors.UnsupportedMedia` (naming the detected type where known)
     for everything else.
@@ -111,6 +141,9 @@ def sniff(data: bytes) -> Sniffed:
     if _is_bmp(head):
         return Sniffed(MediaKind.IMAGE, "image/bmp")
 
+    av = _audio_video(head)
+    if av is not None:
+        return av
     known = _known_unsupported(data)
     if known is not None:
         raise UnsupportedMedia(f"unsupported media type: {known}", detected=known)
@@ -123,9 +156,54 @@ def sniff(data: bytes) -> Sniffed:
         )
     if head[:2] == b"MZ":
         raise UnsupportedMedia("unsupported media type: Windows executable", detected="exe")
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return Sniffed(MediaKind.VIDEO, "video/quicktime")  # QuickTime without ftyp
+    frame = _mpeg_audio_frame(head)
+    if frame is not None:
+        return frame
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        raise UnsupportedMedia("unsupported media type: MPEG audio", detected="mpeg-audio")
+        raise UnsupportedMedia("unsupported media type: MPEG audio with an invalid frame "
+                               "header", detected="mpeg-audio")
     raise UnsupportedMedia("unsupported media type: unrecognised binary data")
+
+
+def _audio_video(head: bytes) -> Sniffed | None:
+    """The audio or video container ``head`` starts with (strong signatures only)."""
+    if head[:4] == b"RIFF" and head[8:12] in _RIFF_AV:
+        return _RIFF_AV[head[8:12]]
+    if head[:3] == b"ID3" and len(head) > 4 and 2 <= head[3] <= 4:
+        return Sniffed(MediaKind.AUDIO, "audio/mpeg")
+    if head.startswith(b"fLaC") and head[4:5] in (b"\x00", b"\x80") \
+            and head[5:8] == b"\x00\x00\x22":
+        return Sniffed(MediaKind.AUDIO, "audio/flac")  # STREAMINFO always comes first
+    if head.startswith(b"OggS\x00"):
+        # Vorbis, Opus or FLAC in Ogg are audio; the probe calls it video on a Theora stream.
+        return Sniffed(MediaKind.AUDIO, "audio/ogg")
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        # The EBML header names the DocType near the start.
+        return Sniffed(MediaKind.VIDEO, "video/webm" if b"webm" in head else "video/x-matroska")
+    if head[4:8] == b"ftyp" and head[8:12] in _ISO_AV_BRANDS:
+        mime = _ISO_AV_BRANDS[head[8:12]]
+        return Sniffed(MediaKind.AUDIO if mime.startswith("audio/") else MediaKind.VIDEO, mime)
+    return None
+
+
+def _mpeg_audio_frame(head: bytes) -> Sniffed | None:
+    """An MPEG audio (MP3) or ADTS (AAC) frame header with no reserved field set."""
+    if len(head) < 4 or head[0] != 0xFF:
+        return None
+    b1, b2 = head[1], head[2]
+    if b1 & 0xF6 == 0xF0:  # 12-bit sync, layer 00: ADTS
+        sampling = (b2 >> 2) & 0x0F
+        return Sniffed(MediaKind.AUDIO, "audio/aac") if sampling < 13 else None
+    if b1 & 0xE0 != 0xE0:
+        return None
+    version, layer = (b1 >> 3) & 0b11, (b1 >> 1) & 0b11
+    bitrate, rate = b2 >> 4, (b2 >> 2) & 0b11
+    if version == _MPEG_BAD_VERSION or layer == _MPEG_BAD_LAYER or bitrate in (0, 15) \
+            or rate == 3:
+        return None
+    return Sniffed(MediaKind.AUDIO, "audio/mpeg")
 
 
 def _is_bmp(head: bytes) -> bool:
@@ -144,15 +222,12 @@ def _known_unsupported(data: bytes) -> str | None:
         return _zip_label(data)
     if head[:3] == b"BZh" and head[4:10] == b"1AY&SY":
         return "bzip2 archive"
-    if head[:3] == b"ID3" and len(head) > 4 and 2 <= head[3] <= 4:
-        return "MP3 audio"
     if head[4:8] == b"ftyp":
         brand = head[8:12]
-        return _ISO_BRANDS.get(brand, f"MP4 video (brand {brand.decode('latin-1').strip()})")
-    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
-        return "QuickTime (MOV) video"
+        name = brand.decode("latin-1").strip()
+        return _ISO_IMAGE_BRANDS.get(brand, f"MP4-family file of unknown brand {name!r}")
     if head[:4] == b"RIFF":
-        return _RIFF_TYPES.get(head[8:12], "RIFF container")
+        return "RIFF container"
     if len(data) > 262 and data[257:262] == b"ustar":
         return "tar archive"
     return None

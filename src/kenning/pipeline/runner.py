@@ -34,7 +34,7 @@ from dramatiq.common import compute_backoff
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from kenning.errors import Unavailable
+from kenning.errors import KenningError, Unavailable
 from kenning.media.kinds import MediaKind
 from kenning.observability.metrics import (
     STAGE_CACHE_HITS,
@@ -557,7 +557,10 @@ class StepRunner:
                         wait = getattr(err, "retry_after", _DATABASE_RETRY_S)
                         run.not_before = now + timedelta(seconds=wait)
                         retry_after.append(float(wait))
-                    elif run.attempts > self.settings.max_retries:
+                    elif run.attempts > self.settings.max_retries or (
+                            isinstance(err, KenningError) and not err.retryable):
+                        # Spent, or the content itself is at fault (corrupt, past a
+                        # limit): another attempt would fail the same way.
                         run.state, run.finished_at = "failed", now
                         load[run.tenant_id] -= 1
                         failed_for_good[run.job_id].append(run.processor)

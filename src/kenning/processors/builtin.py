@@ -63,3 +63,17 @@ class _LazyOcr:
 
     def read(self, image):  # type: ignore[no-untyped-def]
         return self._resources.ocr.read(image)
+
+
+def av_processors(resources: Resources) -> list[Processor]:
+    """The audio/video processors, or none when the ``video`` extra is not installed."""
+    from kenning.processors.av import build_av_processors
+    from kenning.processors.av.extra import missing_av_extra
+
+    missing = missing_av_extra()
+    if missing is not None:
+        # Ingest refuses audio and video with the same message (kenning.ingest.validate).
+        log.warning("audio/video processors not registered, audio and video will be "
+                    "refused: %s", missing)
+        return []
+    return build_av_processors(resources.settings)

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kenning.errors import BadInput
+from kenning.errors import BadInput, UnsupportedMedia
 from kenning.inference.batcher import EmbeddingBatcher
 from kenning.ingest.validate import validate_upload
 from kenning.media.images import safe_open_image
@@ -175,7 +175,11 @@ class SimilarityService:
         # The indexes follow the index log: apply what committed before this request.
         self.stores.follower.catch_up()
         if upload is not None:
-            if sniff(upload).kind == MediaKind.IMAGE:
+            sniffed = sniff(upload).kind
+            if sniffed in (MediaKind.AUDIO, MediaKind.VIDEO):
+                raise UnsupportedMedia(f"{sniffed} files cannot be matched yet (images and "
+                                       "texts can); ingest it to have it probed")
+            if sniffed == MediaKind.IMAGE:
                 require_image_support(self.settings)  # no PDQ without the image extra
                 t = self._thresholds(who, req, PDQ)
                 # safe_open_image applies every upload guard; decode once, not twice.

@@ -1,4 +1,5 @@
-"""Sniffing by magic bytes: accepted images and text, named refusals for everything else."""
+"""Sniffing by magic bytes: accepted images, text, audio and video containers; named
+refusals for everything else."""
 
 from __future__ import annotations
 
@@ -99,14 +100,12 @@ def test_utf8_text(text: str) -> None:
         (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "PDF"),
         (gzip.compress(b"hello" * 100), "gzip"),
         (b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 56, "ELF"),
-        (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41", "MP4"),
-        (b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  ", "QuickTime"),
         (b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic", "HEIC"),
-        (b"RIFF\x00\x10\x00\x00AVI LIST", "AVI"),
-        (_wav(), "WAV"),
-        (b"ID3\x04\x00\x00\x00\x00\x00\x21" + b"\x00" * 40, "MP3"),
-        (b"OggS\x00\x02" + b"\x00" * 40, "Ogg"),
-        (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01", "Matroska"),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00mif1avif", "AVIF"),
+        (b"\x00\x00\x00\x14ftypzzzz\x00\x00\x02\x00zzzz", "unknown brand 'zzzz'"),
+        (b"FLV\x01\x05\x00\x00\x00\x09", "Flash video"),
+        (b"MThd\x00\x00\x00\x06\x00\x01", "MIDI"),
+        (b"RIFF\x00\x10\x00\x00CDXA", "RIFF container"),
         (_tar(), "tar"),
     ],
 )
@@ -142,3 +141,46 @@ def test_other_bytes_are_unsupported(data: bytes) -> None:
 def test_utf16_is_named() -> None:
     with pytest.raises(UnsupportedMedia, match="UTF-16"):
         sniff("hello".encode("utf-16"))
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "mime"),
+    [
+        (_wav(), MediaKind.AUDIO, "audio/wav"),
+        (b"RIFF\x00\x10\x00\x00AVI LIST", MediaKind.VIDEO, "video/x-msvideo"),
+        (b"ID3\x04\x00\x00\x00\x00\x00\x21" + b"\x00" * 40, MediaKind.AUDIO, "audio/mpeg"),
+        (b"\xff\xfb\x90\x64" + b"\x00" * 60, MediaKind.AUDIO, "audio/mpeg"),  # MPEG-1 L3
+        (b"\xff\xf1\x50\x80" + b"\x00" * 60, MediaKind.AUDIO, "audio/aac"),  # ADTS
+        (b"OggS\x00\x02" + b"\x00" * 40, MediaKind.AUDIO, "audio/ogg"),
+        (b"fLaC\x00\x00\x00\x22" + b"\x00" * 40, MediaKind.AUDIO, "audio/flac"),
+        (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01B\x82\x88matroska", MediaKind.VIDEO,
+         "video/x-matroska"),
+        (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01B\x82\x84webm", MediaKind.VIDEO, "video/webm"),
+        (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41", MediaKind.VIDEO,
+         "video/mp4"),
+        (b"\x00\x00\x00\x14ftypqt  \x00\x00\x02\x00qt  ", MediaKind.VIDEO, "video/quicktime"),
+        (b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A mp42isom", MediaKind.AUDIO,
+         "audio/mp4"),
+        (b"\x00\x00\x00\x08wide\x00\x10\x00\x00mdat\xff\x00", MediaKind.VIDEO,
+         "video/quicktime"),
+    ],
+)
+def test_audio_and_video_containers_by_magic(data: bytes, kind: MediaKind, mime: str) -> None:
+    assert sniff(data) == Sniffed(kind, mime)
+
+
+@pytest.mark.parametrize("data", [
+    b"\xff\xff\xff\xff" + b"\x00" * 60,  # reserved MPEG fields: not a frame
+    b"\xff\xe2\x00\x00" + b"\x80" * 60,
+])
+def test_mpeg_sync_with_reserved_fields_is_refused(data: bytes) -> None:
+    with pytest.raises(UnsupportedMedia, match="MPEG audio"):
+        sniff(data)
+
+
+def test_text_that_mentions_containers_stays_text() -> None:
+    for text in ("OggS is the Ogg page magic.", "mdat", "ID3 tags", "1234free text"):
+        assert sniff(text.encode()).kind is MediaKind.TEXT
+    for data in (b"fLaC", b"fLaC streams start so."):  # no STREAMINFO: refused as before
+        with pytest.raises(UnsupportedMedia, match="FLAC"):
+            sniff(data)
