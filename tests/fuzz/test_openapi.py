@@ -35,6 +35,7 @@ OPERATIONS = [
     "POST /v1/assets", "POST /v1/assets/batch",
     "GET /v1/assets/{asset_id}", "DELETE /v1/assets/{asset_id}",
     "GET /v1/assets/{asset_id}/segments", "GET /v1/assets/{asset_id}/thumbnail",
+    "GET /v1/assets/{asset_id}/keyframes/{n}",
     "GET /v1/jobs/{job_id}", "POST /v1/search", "POST /v1/similar",
     "GET /v1/admin/queues", "GET /v1/admin/dead-letters", "POST /v1/admin/dead-letters",
     "GET /v1/audit", "GET /v1/matching", "PUT /v1/matching",

@@ -11,7 +11,9 @@ Nothing here decodes anything; :mod:`kenning.media.av` does, in an isolated proc
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import NamedTuple
 
 from kenning.demo.debs import package_tree
 from kenning.demo.wheels import fetch_wheel_members
@@ -62,3 +64,40 @@ def sample_audio() -> dict[str, Path]:
     """
     folder = package_tree("alsa-utils") / ALSA_SOUNDS
     return {path.name: path for path in sorted(folder.glob("*.wav")) if path.is_file()}
+
+
+# --------------------------------------------------------------------------- speech
+
+#: Folder of the ``pocketsphinx-testdata`` package with its LibriVox utterances.
+LIBRIVOX_DATA = "usr/share/pocketsphinx/test/data/librivox"
+
+__all__ += ["LIBRIVOX_DATA", "Utterance", "librivox_utterances"]
+
+
+class Utterance(NamedTuple):
+    """A real recording of one spoken sentence and what is said in it."""
+
+    name: str
+    path: Path
+    transcript: str
+    """The reference transcript: lower case, no punctuation (as CMU Sphinx writes it)."""
+
+
+def librivox_utterances() -> list[Utterance]:
+    """The five LibriVox utterances of ``pocketsphinx-testdata`` (Sense and Sensibility,
+    read aloud; 16 kHz mono WAV, 24.7 s in all) with their reference transcripts.
+
+    Raises:
+        CorpusError: When the package cannot be fetched.
+    """
+    folder = package_tree("pocketsphinx-testdata") / LIBRIVOX_DATA
+    out: list[Utterance] = []
+    for line in (folder / "transcription").read_text(encoding="utf-8").splitlines():
+        match = _TRANSCRIPT_LINE.match(line.strip())
+        if match and (folder / f"{match['name']}.wav").is_file():
+            out.append(Utterance(match["name"], folder / f"{match['name']}.wav",
+                                 match["text"].strip()))
+    return out
+
+
+_TRANSCRIPT_LINE = re.compile(r"^<s>(?P<text>.*)</s>\s*\((?P<name>[\w.-]+)\)$")

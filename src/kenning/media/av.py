@@ -222,3 +222,70 @@ def probe_media(
                         processes=limits.media_decode_processes, wait_s=wait_s,
                         retry_after_s=limits.retry_after_s)
     return Probe.from_scan(mime, scan)
+
+
+# --- audio decoding (speech) ----------------------------------------------------------------
+
+__all__ += ["SPEECH_SAMPLE_RATE", "DecodedAudio", "decode_audio"]
+
+SPEECH_SAMPLE_RATE = 16_000
+"""What speech models hear: mono at 16 kHz."""
+
+_DECODE_AUDIO = "kenning.media.avscan:decode_audio"
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """An asset's audio as 16-bit mono PCM in a file the caller owns (see
+    :func:`decode_audio`); read windows of it as float32 with :meth:`read`, so hours
+    of audio are never all in memory at once."""
+
+    path: str
+    sample_rate: int
+    samples: int
+    decode_errors: int = 0
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+    def read(self, start_s: float = 0.0, end_s: float | None = None) -> Any:
+        """Samples from ``start_s`` to ``end_s`` (default: the end) as a float32 numpy
+        array in [-1, 1)."""
+        import numpy as np
+
+        first = min(max(int(start_s * self.sample_rate), 0), self.samples)
+        last = self.samples if end_s is None else min(int(end_s * self.sample_rate),
+                                                        self.samples)
+        count = max(last - first, 0)
+        pcm = np.fromfile(self.path, dtype="<i2", count=count, offset=2 * first)
+        return pcm.astype(np.float32) / 32768.0
+
+
+def decode_audio(
+    data: bytes, mime: str, limits: AvLimits, dest: str, *,
+    sample_rate: int = SPEECH_SAMPLE_RATE,
+) -> DecodedAudio:
+    """Decode the first audio stream of ``data`` (sniffed as ``mime``) to mono PCM at
+    ``sample_rate`` in an isolated child (:mod:`kenning.media.isolate`), written to the
+    file ``dest``.
+
+    The child is held to ``media_decode_timeout_s`` and ``media_decode_memory_mb`` like
+    the probe; decoding stops at ``max_media_duration_s``. A file with no audio stream
+    gives zero samples. Raises :class:`~kenning.media.isolate.MediaDecodeError`,
+    :class:`~kenning.media.isolate.MediaTooLarge` or
+    :class:`~kenning.errors.UnsupportedMedia` (not an audio or video type).
+    """
+    demuxer = DEMUXERS.get(mime)
+    if demuxer is None:
+        raise UnsupportedMedia(f"expected audio or video, got {mime}")
+    request = {"format": demuxer, "rate": int(sample_rate), "out": str(dest),
+               "max_duration_s": float(limits.max_media_duration_s)}
+    isolation = Isolation(timeout_s=limits.media_decode_timeout_s,
+                          memory_bytes=int(limits.media_decode_memory_mb) * 1024 * 1024)
+    answer = run_isolated(_DECODE_AUDIO, request, data, isolation,
+                          processes=limits.media_decode_processes,
+                          retry_after_s=limits.retry_after_s)
+    return DecodedAudio(path=str(dest), sample_rate=int(answer["sample_rate"]),
+                        samples=int(answer["samples"]),
+                        decode_errors=int(answer["decode_errors"]))

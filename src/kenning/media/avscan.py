@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -253,3 +254,127 @@ def _rotation(value: object, *, clockwise: bool = False) -> int | None:
 def _why(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
     return str(text)[:300]
+
+
+# --- audio decoding (speech) ----------------------------------------------------------------
+
+def decode_audio(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    """Decode the first audio stream of ``payload`` to 16-bit mono PCM at
+    ``request["rate"]`` Hz, written as it decodes to the file ``request["out"]`` (the
+    parent reads it; the samples never pass through this process's answer).
+
+    ``request``: ``format`` (FFmpeg demuxer), ``rate``, ``out``, ``max_duration_s``
+    (decoding stops there: the probe stage refused longer files already). Returns
+    ``{"samples", "sample_rate", "decode_errors"}``; a file without an audio stream
+    gives zero samples. Raises :class:`~kenning.errors.CorruptMedia` when the header
+    does not read or more than half the audio packets do not decode.
+    """
+    av.logging.set_level(None)
+    rate = int(request["rate"])
+    limit = int(float(request["max_duration_s"]) * rate)
+    try:
+        container = av.open(io.BytesIO(payload), mode="r", format=request["format"])
+    except av.error.MemoryError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise CorruptMedia(f"the {request['format']} header does not read: {_why(exc)}",
+                           code="corrupt_media") from None
+    t = _Tally()
+    written = 0
+    with container, open(request["out"], "wb") as out:
+        stream = next((s for s in container.streams.audio
+                       if not s.disposition & Disposition.attached_pic), None)
+        if stream is None:
+            return {"samples": 0, "sample_rate": rate, "decode_errors": 0}
+        stream.codec_context.thread_count = 1
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        try:
+            for packet in container.demux(stream):
+                t.packets += 1 if packet.size else 0
+                try:
+                    frames = packet.decode()
+                except av.error.MemoryError:
+                    raise
+                except av.error.FFmpegError:
+                    t.errors += 1  # the odd bad packet of a real file: skip it
+                    continue
+                for frame in frames:
+                    for pcm in resampler.resample(frame):
+                        written += _write_pcm(out, pcm, limit - written)
+                if written >= limit:
+                    break
+        except av.error.MemoryError:
+            raise
+        except av.error.FFmpegError:
+            t.errors += 1  # damaged past here: keep what decoded
+        for pcm in resampler.resample(None):
+            written += _write_pcm(out, pcm, limit - written)
+    if t.packets and t.errors > _MAX_DECODE_ERROR_RATIO * t.packets:
+        raise CorruptMedia(f"{t.errors} of {t.packets} audio packets do not decode",
+                           code="corrupt_media")
+    return {"samples": written, "sample_rate": rate, "decode_errors": t.errors}
+
+
+def _write_pcm(out: Any, frame: av.AudioFrame, room: int) -> int:
+    samples = frame.to_ndarray().reshape(-1)[: max(room, 0)]
+    out.write(samples.tobytes())
+    return int(samples.shape[0])
+
+
+# --- video frame decoding (shots and keyframes) ----------------------------------------------
+
+def decode_video(request: dict[str, Any], payload: bytes) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Every frame of the first video stream of ``payload``, as ``(seconds, frame)``.
+
+    Seconds count from the stream's start. ``request``: ``format`` (FFmpeg demuxer),
+    ``max_duration_s``, ``max_pixels``, ``max_streams`` (the header is checked as by
+    :func:`scan`), ``threads`` (decoder threads, default 1). A bad packet is skipped;
+    damage that stops the demuxer ends the frames there. Raises
+    :class:`~kenning.errors.CorruptMedia` (the header does not read, there is no video
+    stream, no frame decodes, or more than half the packets do not) or
+    :class:`~kenning.errors.TooLarge` (a header limit, or frames past the duration limit).
+    """
+    av.logging.set_level(None)
+    try:
+        container = av.open(io.BytesIO(payload), mode="r", format=request["format"])
+    except av.error.MemoryError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise CorruptMedia(f"the {request['format']} header does not read: {_why(exc)}",
+                           code="corrupt_media") from None
+    with container:
+        _check_header(_header(container), request)
+        stream = next((s for s in container.streams.video
+                       if not s.disposition & Disposition.attached_pic), None)
+        if stream is None:
+            raise CorruptMedia("the file has no video stream", code="corrupt_media")
+        stream.codec_context.thread_count = int(request.get("threads", 1))
+        start = _seconds(stream.start_time, stream.time_base) or 0.0
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        limit = float(request["max_duration_s"])
+        t = _Tally()
+        try:
+            for packet in container.demux(stream):
+                t.packets += 1 if packet.size else 0
+                try:
+                    frames = packet.decode()
+                except av.error.MemoryError:
+                    raise
+                except av.error.FFmpegError:
+                    t.errors += 1
+                    continue
+                for frame in frames:
+                    at = frame.time - start if frame.time is not None else t.frames / rate
+                    if at > limit:
+                        raise _too_long(at, limit, "the file goes on past")
+                    t.frames += 1
+                    yield max(at, 0.0), frame
+        except av.error.MemoryError:
+            raise
+        except av.error.FFmpegError:
+            t.errors += 1  # damaged past here: what decoded stands
+    if t.frames == 0:
+        raise CorruptMedia("no video frame decodes", code="corrupt_media")
+    if t.errors > _MAX_DECODE_ERROR_RATIO * max(t.packets, 1):
+        raise CorruptMedia(f"{t.errors} of {t.packets} video packets do not decode",
+                           code="corrupt_media")

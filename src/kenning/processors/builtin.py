@@ -76,4 +76,8 @@ def av_processors(resources: Resources) -> list[Processor]:
         log.warning("audio/video processors not registered, audio and video will be "
                     "refused: %s", missing)
         return []
-    return build_av_processors(resources.settings)
+    from kenning.processors.av.shots import DetectShots
+    from kenning.processors.av.speech import speech_processors
+
+    return [*build_av_processors(resources.settings), DetectShots(resources.settings),
+            *speech_processors(resources)]

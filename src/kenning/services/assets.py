@@ -192,15 +192,22 @@ class AssetService:
             ]
 
     def thumbnail(self, who: Principal, asset_id: str) -> bytes:
+        return self._derived(who, asset_id, "thumbnail", "thumbnail")
+
+    def keyframe(self, who: Principal, asset_id: str, n: int) -> bytes:
+        """The JPEG of keyframe ``n`` of a video (``av.shots``; numbered from 0)."""
+        return self._derived(who, asset_id, f"keyframe:{n}", f"keyframe {n}")
+
+    def _derived(self, who: Principal, asset_id: str, role: str, what: str) -> bytes:
         with self.stores.db.session(write=False) as s:
             owned_asset(s, who, asset_id)
             key = s.scalar(
                 select(DerivedBlob.blob_key).where(
-                    DerivedBlob.asset_id == asset_id, DerivedBlob.role == "thumbnail"
+                    DerivedBlob.asset_id == asset_id, DerivedBlob.role == role
                 )
             )
         if key is None:
-            raise NotFound(f"asset {asset_id} has no thumbnail")
+            raise NotFound(f"asset {asset_id} has no {what}")
         return self.stores.blobs.get(key)
 
     def delete(self, who: Principal, asset_id: str) -> None:

@@ -58,8 +58,10 @@ def test_accepted_with_what_the_header_tells(
         assert (asset.kind, asset.mime, asset.status) == (kind, mime, "queued")
         assert asset.meta.get("width") == width
         assert asset.meta["duration_s"] > 1
-        runs = s.scalars(select(StageRun.processor).where(StageRun.asset_id == asset.id))
-        assert list(runs) == ["av.probe"]
+        runs = set(s.scalars(select(StageRun.processor).where(StageRun.asset_id == asset.id)))
+        # The plan of the kind: the probe, then speech (and shots for a video).
+        assert "av.probe" in runs and runs <= {"av.probe", "av.shots", "av.speech"}
+        assert ("av.shots" in runs) == (kind == "video")
 
 
 @pytest.mark.parametrize(("make", "status", "code"), [

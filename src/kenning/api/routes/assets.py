@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -280,20 +280,31 @@ def get_asset(asset_id: str, app: App, who: Who) -> AssetView:
 
 @router.get("/assets/{asset_id}/segments", response_model=list[SegmentView],
             responses=error_responses(401, 404, 422),
-            summary="Chunks, OCR blocks (later: shots, utterances) of an asset")
+            summary="Chunks, OCR blocks, shots (later: utterances) of an asset")
 def get_segments(asset_id: str, app: App, who: Who, kind: str | None = None) -> (
     list[SegmentView]
 ):
     return app.assets.segments(who, asset_id, kind)
 
 
-@router.get("/assets/{asset_id}/thumbnail", summary="JPEG thumbnail of an image asset",
+@router.get("/assets/{asset_id}/thumbnail", summary="JPEG thumbnail of an image or video asset",
             response_class=Response,
             responses={200: {"content": {"image/jpeg": {
                 "schema": {"type": "string", "format": "binary"}}},
                 "description": "The thumbnail."}, **error_responses(401, 404, 422)})
 def get_thumbnail(asset_id: str, app: App, who: Who) -> Response:
     return Response(app.assets.thumbnail(who, asset_id), media_type="image/jpeg")
+
+
+@router.get("/assets/{asset_id}/keyframes/{n}", summary="JPEG keyframe n of a video asset",
+            response_class=Response,
+            responses={200: {"content": {"image/jpeg": {
+                "schema": {"type": "string", "format": "binary"}}},
+                "description": "The keyframe (numbers and times: the shot segments' "
+                "data.keyframes)."}, **error_responses(401, 404, 422)})
+def get_keyframe(asset_id: str, n: Annotated[int, Path(ge=0, le=1_000_000)], app: App,
+                 who: Who) -> Response:
+    return Response(app.assets.keyframe(who, asset_id, n), media_type="image/jpeg")
 
 
 @router.delete("/assets/{asset_id}", status_code=204, response_class=Response,
