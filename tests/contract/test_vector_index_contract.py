@@ -22,7 +22,7 @@ __all__ = ["pgvector_server", "pgvector_url"]  # fixtures the pgvector factory u
 
 VectorIndexFactory = Callable[[Path], VectorIndex]
 
-FACTORIES = ["faiss", "pgvector"]
+FACTORIES = ["faiss", "faiss-sq8", "pgvector"]
 
 DIM = 48
 NS = "tenant-a/use-multilingual-v3"
@@ -32,6 +32,9 @@ NS = "tenant-a/use-multilingual-v3"
 def factory(request: pytest.FixtureRequest) -> Iterator[VectorIndexFactory]:
     if request.param == "faiss":
         yield lambda root: FaissVectorIndex(root / "vectors")
+        return
+    if request.param == "faiss-sq8":  # 8-bit codes in the graph, rescored on float32 rows
+        yield lambda root: FaissVectorIndex(root / "vectors", storage="sq8")
         return
     url = request.getfixturevalue("pgvector_url")
     opened: list[PgVectorIndex] = []

@@ -68,7 +68,7 @@ def build_stores(settings: Settings) -> Stores:
 def make_vector_index(settings: Settings) -> VectorIndex:
     """faiss snapshots under ``index_dir``, or the pgvector index ``vector_url`` names."""
     if settings.vector_url is None:
-        return FaissVectorIndex(settings.index_dir / "vectors")
+        return FaissVectorIndex(settings.index_dir / "vectors", storage=settings.vector_storage)
     from kenning.stores.vectors.pgvector_index import PgVectorIndex
 
     return PgVectorIndex(_postgres_url(settings.vector_url, "vector_url"))

@@ -10,6 +10,12 @@ vectors it covers, written only when the graph changed (each change gets a new t
 the ``.npz`` names its graph file, so a crash never pairs an ``.npz`` with the wrong
 graph). The index-log mark goes in ``log_mark.json`` after them (``kenning.stores._files``).
 
+Storage ``"flat"`` (default) keeps float32 vectors in the graph, so the ``.faiss`` file
+holds the rows it covers and the ``.npz`` only the rest. Storage ``"sq8"`` builds
+``IndexHNSWSQ`` (8-bit scalar quantiser, trained on the rows present when the graph is
+first built or rebuilt): the graph holds 1-byte codes, which cannot give the float32 rows
+back, so the ``.npz`` keeps every row and the exact paths use those.
+
 Loading maps the graph file instead of reading it (faiss ``IO_FLAG_MMAP_IFC``): the
 vectors stay in the page cache, shared with the file, and ``rows`` is a read-only view of
 them. A start-up reads little more than the graph's links; searches page vectors in as
@@ -25,7 +31,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -42,11 +48,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 # faiss's bundled stubs lack SearchParametersHNSW and the numpy-taking overloads.
 faiss: Any = _faiss
 
-__all__ = ["Namespace", "WarmCopy", "faiss", "load_namespaces", "write_namespace"]
+__all__ = ["Namespace", "Storage", "WarmCopy", "faiss", "graph_bytes", "load_namespaces",
+           "write_namespace"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # 2: the graph (with its vectors) in a .faiss file beside the .npz
+
+Storage = Literal["flat", "sq8"]
+"""How the HNSW graph stores vectors: float32 (``flat``) or 8-bit scalar codes (``sq8``)."""
+
+STORAGES: tuple[Storage, ...] = ("flat", "sq8")
 
 
 @dataclass(frozen=True)
@@ -64,10 +76,11 @@ class WarmCopy:
 class Namespace(TombstonedRows):
     """Tombstoned positions of vectors, plus an optional HNSW graph over the first ones."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, storage: Storage = "flat") -> None:
         super().__init__(dim, np.float32)
         self.dim = dim
-        self.index: Any = None  # faiss.IndexHNSWFlat over positions [0, index.ntotal)
+        self.storage: Storage = storage
+        self.index: Any = None  # faiss.IndexHNSWFlat/SQ over positions [0, index.ntotal)
         self.graph_file: str | None = None
         """The saved ``.faiss`` file that holds ``index`` as it is now (None: unsaved)."""
         self.mapped: Path | None = None
@@ -100,7 +113,7 @@ class Namespace(TombstonedRows):
     def sync_index(self, hnsw_m: int) -> Any:
         """The graph, first extended over positions added since (built when missing)."""
         if self.index is None:
-            self.index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self.index = self._new_graph(hnsw_m)
         done = int(self.index.ntotal)
         if done < self.n:
             if self.mapped is not None:  # faiss aborts adding to a mapped storage
@@ -109,6 +122,28 @@ class Namespace(TombstonedRows):
             self.dirty = True
             self.graph_file = None
         return self.index
+
+    def _new_graph(self, hnsw_m: int) -> Any:
+        if self.storage == "flat":
+            return faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_8bit, hnsw_m,
+                                  faiss.METRIC_INNER_PRODUCT)
+        # Per-dimension ranges from the rows present now (a sample past 100k: the ranges
+        # of unit vectors settle long before); later rows outside them are clipped, and
+        # a compaction retrains.
+        rows = self.rows[: self.n]
+        step = max(1, self.n // 100_000)
+        index.train(np.ascontiguousarray(rows[::step]))
+        return index
+
+    def footprint(self) -> dict[str, int]:
+        """Bytes held: float32 rows (capacity), ids and live flags, and the graph's
+        vectors and links (:func:`graph_bytes`). The ``pos`` dict is not counted."""
+        sizes = {"rows": int(self.rows.nbytes),
+                 "ids_live": int(self.ids.nbytes + self.live.nbytes)}
+        if self.index is not None:
+            sizes.update(graph_bytes(self.index))
+        return sizes
 
     def warm_copy(self) -> WarmCopy | None:
         """The slow half of leaving the mapping, safe without the index's lock: the graph
@@ -135,10 +170,11 @@ class Namespace(TombstonedRows):
 def write_namespace(root: Path, namespace: str, space: Namespace) -> None:
     """Save ``space``: the graph (when it changed) to a new ``.faiss`` file, then the
     ``.npz`` naming it, then older graph files go. A crash at any point leaves an ``.npz``
-    whose graph file exists. The graph holds its own copy of the vectors it covers, so
-    the ``.npz`` keeps only the ones past it."""
+    whose graph file exists. A flat graph holds its own copy of the vectors it covers, so
+    the ``.npz`` keeps only the ones past it; an sq8 graph holds codes, so it keeps all."""
     npz = namespace_file(root, namespace)
     in_graph = 0 if space.index is None else int(space.index.ntotal)
+    first = in_graph if space.storage == "flat" else 0
     if space.index is not None and space.graph_file is None:
         name = f"{npz.stem}.{uuid.uuid4().hex[:12]}.faiss"
         atomic_write(root / name, lambda tmp: faiss.write_index(space.index, tmp))
@@ -149,7 +185,8 @@ def write_namespace(root: Path, namespace: str, space: Namespace) -> None:
         "dim": np.asarray(space.dim),
         "ids": space.ids[: space.n],
         "live": space.live[: space.n],
-        "vectors": space.rows[in_graph : space.n],
+        "vectors": space.rows[first : space.n],
+        "storage": np.asarray(space.storage),
         "graph": np.asarray(space.graph_file or ""),
         "in_graph": np.asarray(in_graph),
     })
@@ -176,7 +213,10 @@ def load_namespaces(root: Path) -> dict[str, Namespace] | None:
 
 
 def _restore(root: Path, data: Any) -> Namespace:
-    space = Namespace(int(data["dim"]))
+    storage = str(data["storage"]) if "storage" in data else "flat"  # older: flat only
+    if storage not in STORAGES:
+        raise ValueError(f"unknown vector storage {storage!r}")
+    space = Namespace(int(data["dim"]), "sq8" if storage == "sq8" else "flat")
     ids, live, tail = data["ids"], data["live"], data["vectors"]
     in_graph, graph = int(data["in_graph"]), str(data["graph"])
     rows = tail
@@ -184,20 +224,34 @@ def _restore(root: Path, data: Any) -> Namespace:
         index = faiss.read_index(str(root / graph), faiss.IO_FLAG_MMAP_IFC)
         if int(index.ntotal) != in_graph or int(index.d) != space.dim:
             raise ValueError(f"{graph}: holds {index.ntotal} vectors, expected {in_graph}")
+        space.index, space.graph_file, space.mapped = index, graph, root / graph
+    if graph and in_graph and space.storage == "flat":
         # The graph's flat storage holds the vectors of positions [0, in_graph): view
         # them in place, read-only (a write would hit the mapped file).
         stored = np.asarray(faiss.rev_swig_ptr(
-            faiss.downcast_index(index.storage).get_xb(), in_graph * space.dim,
+            faiss.downcast_index(space.index.storage).get_xb(), in_graph * space.dim,
         )).reshape(in_graph, space.dim)
         stored.flags.writeable = False
         if len(tail):
             rows = np.concatenate([stored, tail])
         else:
-            rows, space.rows_owner = stored, index
-        space.index, space.graph_file, space.mapped = index, graph, root / graph
+            rows, space.rows_owner = stored, space.index
+    if len(rows) != len(ids):
+        raise ValueError(f"{len(rows)} saved vectors for {len(ids)} ids")
     space.restore(ids, rows, live)
     space.dirty = False
     return space
+
+
+def graph_bytes(index: Any) -> dict[str, int]:
+    """Bytes of an HNSW graph: its stored vectors (float32 rows or codes) and its links
+    (neighbour lists, per-vector offsets and levels), from the arrays' sizes."""
+    storage = faiss.downcast_index(index.storage)
+    hnsw = index.hnsw
+    links = (int(hnsw.neighbors.size()) * 4 + int(hnsw.offsets.size()) * 8
+             + int(hnsw.levels.size()) * 4 + int(hnsw.assign_probas.size()) * 8
+             + int(hnsw.cum_nneighbor_per_level.size()) * 4)
+    return {"graph_vectors": int(storage.codes.size()), "graph_links": links}
 
 
 def _reserve(index: Any, fraction: int) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kenning.stores.vectors import FaissVectorIndex
+from kenning.stores.vectors.faiss_namespace import Storage
 
 DIM = 32
 NS = "t/space"
@@ -144,13 +145,16 @@ def test_a_damaged_snapshot_reads_as_none_so_the_follower_rebuilds(
     assert reopened.count(NS) == 0
 
 
+@pytest.mark.parametrize("storage", ["flat", "sq8"])
 @pytest.mark.parametrize("warm", [True, False], ids=["copied-in-background", "first-add"])
 def test_a_loaded_graph_is_mapped_and_copied_before_it_changes(
-    tmp_path: Path, data: np.ndarray, monkeypatch: pytest.MonkeyPatch, warm: bool
+    tmp_path: Path, data: np.ndarray, monkeypatch: pytest.MonkeyPatch, warm: bool,
+    storage: Storage,
 ) -> None:
     """faiss aborts the process when adding to a mapped index: a background copy, or
     else the first add, brings it into memory first."""
-    index = FaissVectorIndex(tmp_path, exact_threshold=1000, compact_ratio=0.3)
+    index = FaissVectorIndex(tmp_path, exact_threshold=1000, compact_ratio=0.3,
+                             storage=storage)
     index.add(NS, list(range(2000)), data[:2000])
     index.save(mark=1)
     if not warm:
@@ -159,6 +163,7 @@ def test_a_loaded_graph_is_mapped_and_copied_before_it_changes(
     assert reloaded.search(NS, data[10], 1)[0].id == 10  # searched in place, or copied
     reloaded.settle(timeout_s=30)
     assert (reloaded._spaces[NS].mapped is None) == warm  # in memory before any add
+    assert reloaded._spaces[NS].storage == storage  # the snapshot's, not the default
     reloaded.add(NS, list(range(2000, 2400)), data[2000:2400])
     reloaded.add(NS, [5], data[2450:2451])  # an upsert tombstones the mapped row
     assert [h.id for h in reloaded.search(NS, data[2450], 1)] == [5]
@@ -171,3 +176,4 @@ def test_a_loaded_graph_is_mapped_and_copied_before_it_changes(
     assert again.count(NS) == 1600 and again.saved_mark() == 2
     assert len(list(tmp_path.glob("*.faiss"))) == 1
     assert [h.id for h in again.search(NS, data[2300], 1)] == [2300]
+    assert again._spaces[NS].storage == storage  # kept through compaction and a save
