@@ -25,7 +25,11 @@ copy is then a query:
 * ``pdq alone`` (the baseline, the behaviour before trimming): the upload's PDQ
   against the 8 dihedral variants only (``SimilarityService._by_pdq`` on the plain
   hash, matches through a ``trimmed`` variant dropped);
-* ``pdq + trim`` (the product): ``SimilarityService.similar(upload=bytes)``;
+* ``pdq + trim``: the ``pdq`` matches of ``SimilarityService.similar(upload=bytes)``;
+* ``pdq + trim + orb (product)``: every match of that call, with the local-feature
+  stage's (``image_local_features``: ORB descriptors range-searched in the hash index,
+  candidates verified by RANSAC; :mod:`kenning.processors.image.orb`, run here with
+  ``orb_keypoints=300``: the stage is off by default);
 * ``+ ORB/RANSAC`` (a prototype, only with OpenCV importable; not in the product):
   ``pdq + trim`` matches plus assets whose ORB features (150 per image) agree with the
   query's on a similarity transform with at least 15 RANSAC inliers; candidates are the
@@ -58,6 +62,7 @@ from kenning.demo.debs import package_tree
 from kenning.demo.images import sample_images
 from kenning.ingest.service import IngestRequest
 from kenning.principal import Principal
+from kenning.processors.image.orb import describe
 from kenning.processors.image.pdq import TRIMMED, pdq_dihedral, pdq_hash
 from kenning.processors.image.trim import trim_margins
 from kenning.services.similarity import SimilarRequest, Thresholds
@@ -80,6 +85,8 @@ DISTRACTORS = [
 CAPTIONS = ["BREAKING: you won't believe this", "Shared 10k times - is it real?",
             "Look what they found today", "Photo of the day #42"]
 ORB_FEATURES, ORB_INLIERS, ORB_CANDIDATES = 150, 15, 3
+PRODUCT = "pdq + trim + orb (product)"
+ORB_KEYPOINTS = 300  # settings.orb_keypoints for the product side (0, off, by default)
 
 
 # --------------------------------------------------------------------------- data
@@ -240,6 +247,22 @@ def hashing_cost(images: dict[str, bytes], rounds: int = 3) -> tuple[float, floa
     return min(alone) / len(decoded), min(trimmed) / len(decoded), extra
 
 
+def orb_cost(images: dict[str, bytes], settings: Settings, rounds: int = 3
+             ) -> tuple[float, float, float, float]:
+    """Seconds per image of image.orb's describe, mean keypoints, indexed rows and blob
+    KiB per image."""
+    decoded = [flat_rgb(d) for d in images.values()]
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        features = [describe(im, settings.orb_keypoints) for im in decoded]
+        times.append(time.perf_counter() - started)
+    n = len(decoded)
+    return (min(times) / n, sum(len(f) for f in features) / n,
+            sum(len(f.strongest(settings.orb_indexed)) for f in features) / n,
+            sum(len(f.to_bytes()) for f in features) / n / 1024)
+
+
 class NoText:
     name, version = "none", "0"
 
@@ -264,7 +287,8 @@ def main() -> None:
 
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kenning-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp), workers=2, log_json=False, _env_file=None)
+        settings = Settings(data_dir=Path(tmp), workers=2, log_json=False, _env_file=None,
+                            orb_keypoints=ORB_KEYPOINTS)
         default = settings.pdq_threshold
         thresholds = sorted({*args.thresholds, default})
         kenning = Kenning(settings)
@@ -279,7 +303,7 @@ def main() -> None:
             kenning.join(timeout_s=3600)
             ingest_s = time.perf_counter() - started
             service = kenning.similarity
-            seconds: dict[str, list[float]] = {"pdq alone": [], "pdq + trim": []}
+            seconds: dict[str, list[float]] = {"pdq alone": [], PRODUCT: []}
             for name, edit, data in queries:
                 plain, _ = pdq_hash(flat_rgb(data))
                 extra = orb.matches(data) if orb else set()
@@ -290,10 +314,12 @@ def main() -> None:
                         if m.evidence["variant"] != TRIMMED}
                     seconds["pdq alone"].append(time.perf_counter() - clock)
                     clock = time.perf_counter()
-                    final = {ids[m.asset_id] for m in service.similar(
-                        who, SimilarRequest(threshold=t, limit=200), upload=data).matches}
-                    seconds["pdq + trim"].append(time.perf_counter() - clock)
-                    sides = {"pdq alone": alone, "pdq + trim": final}
+                    got = service.similar(who, SimilarRequest(threshold=t, limit=200),
+                                          upload=data).matches
+                    seconds[PRODUCT].append(time.perf_counter() - clock)
+                    final = {ids[m.asset_id] for m in got if m.method == "pdq"}
+                    sides = {"pdq alone": alone, "pdq + trim": final,
+                             PRODUCT: {ids[m.asset_id] for m in got}}
                     if orb:
                         sides["+ ORB/RANSAC"] = final | extra
                     for side, found in sides.items():
@@ -304,12 +330,13 @@ def main() -> None:
             kenning.close()
 
     alone_s, trim_s, trimmed = hashing_cost(ingested)
+    orb_s, keypoints, indexed, kib = orb_cost(ingested, settings)
     print(f"{len(originals)} originals x {len(EDITS)} edits = {len(queries)} queries; "
           f"{len(ingested)} images ingested ({len(distractors)} distractors) in "
           f"{ingest_s:.1f} s; default threshold {default} bits\n")
     print("| side | threshold | " + " | ".join(EDITS) + " | recall | precision | FP |")
     print("|---|---:|" + "---:|" * (len(EDITS) + 3))
-    order = ["pdq alone", "pdq + trim", "+ ORB/RANSAC"]
+    order = ["pdq alone", "pdq + trim", PRODUCT, "+ ORB/RANSAC"]
     for (side, t), row in sorted(rows.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]))):
         hits = sum(sum(v) for v in row["tp"].values())
         precision = hits / (hits + row["fp"]) if hits + row["fp"] else 1.0
@@ -320,6 +347,8 @@ def main() -> None:
     print(f"\nhashing per image (one thread): PDQ dihedral {1000 * alone_s:.1f} ms; with "
           f"trimmed variant {1000 * trim_s:.1f} ms (x{trim_s / alone_s:.2f}); "
           f"{trimmed} of {len(ingested)} ingested images get the extra trimmed hash")
+    print(f"image.orb per image (one thread): {1000 * orb_s:.1f} ms; {keypoints:.0f} "
+          f"keypoints ({kib:.1f} KiB blob), {indexed:.0f} indexed fingerprint rows")
     for side, values in seconds.items():
         print(f"query p50 {side}: {1000 * float(np.median(values)):.1f} ms")
     if orb:

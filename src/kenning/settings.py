@@ -376,6 +376,23 @@ class Settings(BaseSettings):
         600.0, ge=60.0, description="Longest stretch of audio handed to the speech model "
         "at once; longer audio is transcribed window by window, each window ending at the "
         "quietest moment of its last 10 s, so memory stays bounded.")
+    orb_keypoints: int = Field(
+        300, ge=0, description="ORB keypoints image.orb finds per image (on a copy no "
+        "larger than 512 pixels a side) and keeps for verifying local-feature matches "
+        "(image_local_features: crops, small rotations); 0 leaves the stage unregistered. "
+        "300 is measured in bench/bench_image_duplicates.py.")
+    orb_indexed: int = Field(
+        64, ge=1, description="Strongest ORB descriptors per image indexed as 'orb' "
+        "fingerprints (spread over a 4x4 grid), which a query's descriptors look up.")
+    orb_radius: int = Field(
+        31, ge=0, le=47, description="Largest Hamming distance (of 256 bits) at which a "
+        "query's ORB descriptor counts as a hit on an indexed one.")
+    orb_candidates: int = Field(
+        20, ge=1, description="Most images (those with most descriptor hits) a query "
+        "verifies by matching all keypoints and fitting one transform.")
+    orb_min_inliers: int = Field(
+        15, ge=4, description="Least keypoint matches agreeing on one similarity "
+        "transform (RANSAC inliers) for an image_local_features match.")
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -10,11 +10,25 @@ method                    score                                            evide
 ========================  ===============================================  ==============
 ``pdq``                   ``1 - hamming / 256`` of the PDQ hashes (0.88:   ``hamming_distance``,
                           31 bits, PDQ's usual match line)                 ``variant``, ``bits``
+``image_local_features``  inliers as a share of the smaller keypoint set   ``inliers``,
+                          (ORB keypoints of the two images agreeing on     ``matched``,
+                          one similarity transform; a crop of 80%: about   ``hits``, ``scale``,
+                          0.2-0.6; at least ``orb_min_inliers`` agree)     ``rotation_deg``,
+                                                                           ``transform``
 ``text_near_duplicate``   Jaccard resemblance of the word 3-shingle sets   ``resemblance``,
                           (1: the same words in the same order; a re-post  ``simhash_distance``,
                           with one word in 30 changed: about 0.8)          ``spans``
 ``text_semantic``         cosine of the texts' vectors, below 0 as 0       ``cosine``, ``space``
 ========================  ===============================================  ==============
+
+An image yields one match per other asset: its PDQ match when it has one, else its
+local-feature match, found in two steps. Every ORB descriptor of the query (the upload's,
+or a stored image's ``orb`` blob) is range-searched within ``orb_radius`` bits among the
+tenant's indexed descriptors (``orb`` fingerprints, the strongest of each image:
+:mod:`kenning.processors.image.orb`); the ``orb_candidates`` assets with most hit
+descriptors (at least 2) are then verified on all their keypoints, and kept when at
+least ``orb_min_inliers`` agree on one transform. Mirrors are PDQ's (dihedral
+variants); crops, small rotations and rescaled copies are the second step's.
 
 A text asset or query text yields one match per other asset: its near-duplicate match
 when it is one (with the cosine in the evidence when that also passed), else its
@@ -45,6 +59,7 @@ from kenning.media.images import safe_open_image
 from kenning.media.kinds import MediaKind
 from kenning.media.sniff import sniff
 from kenning.principal import Principal
+from kenning.processors.image import orb
 from kenning.processors.image.extra import require_image_support
 from kenning.processors.image.pdq import TRIMMED, pdq_query_hashes
 from kenning.processors.text import simhash as sh
@@ -55,11 +70,14 @@ from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
 from kenning.stores.metadata.audit import record
-from kenning.stores.metadata.tables import Asset, Embedding, Fingerprint, Tenant
+from kenning.stores.metadata.tables import Asset, DerivedBlob, Embedding, Fingerprint, Tenant
 from kenning.stores.sync import matchable
 
 PDQ_BITS = 256
 PDQ, NEAR_DUPLICATE, SEMANTIC = "pdq", "text_near_duplicate", "text_semantic"
+LOCAL_FEATURES = "image_local_features"
+_MIN_HITS = 2  # an asset one query descriptor happens to hit is not worth verifying
+_HITS_PER_DESCRIPTOR = 32
 METHODS = (PDQ, NEAR_DUPLICATE, SEMANTIC)
 _SPANS = 3  # longest shared passages shown per near-duplicate
 _SPAN_WORDS = 8  # shorter shared runs are not shown
@@ -107,7 +125,8 @@ class Match(BaseModel):
     title: str | None
     score: float = Field(description="0 to 1; its meaning depends on the method (see the "
                          "similarity service's documentation).")
-    method: str = Field(description="pdq, text_near_duplicate or text_semantic.")
+    method: str = Field(description="pdq, image_local_features, text_near_duplicate or "
+                        "text_semantic.")
     evidence: dict[str, Any]
 
 
@@ -185,10 +204,15 @@ class SimilarityService:
                 # safe_open_image applies every upload guard; decode once, not twice.
                 # The upload as given and, with flat margins (a border, a caption
                 # strip), trimmed: either may meet a stored variant.
-                hashes = pdq_query_hashes(safe_open_image(
-                    upload, self.settings, wait_s=self.settings.decode_wait_s))
+                image = safe_open_image(upload, self.settings,
+                                        wait_s=self.settings.decode_wait_s)
+                hashes = pdq_query_hashes(image)
                 matches = self._by_pdq(who, [code for _, code, _ in hashes], t, req.limit,
                                        exclude=None)
+                if self.settings.orb_keypoints:
+                    features = orb.describe(image, self.settings.orb_keypoints)
+                    matches = self._with_local_features(who, matches, features, req.limit,
+                                                        exclude=None)
                 return SimilarResponse(
                     query={"upload": "image", "pdq_quality": hashes[0][2], "threshold": t.pdq,
                            "pdq_variants": [name for name, _, _ in hashes]},
@@ -210,6 +234,8 @@ class SimilarityService:
             if not own:
                 raise BadInput(f"asset {req.asset_id} has no PDQ hash yet", code="not_ready")
             found = self._by_pdq(who, own, t, req.limit + len(rejected), exclude=req.asset_id)
+            found = self._with_local_features(who, found, self._query_orb(req.asset_id),
+                                              req.limit + len(rejected), exclude=req.asset_id)
             return SimilarResponse(
                 query={"asset_id": req.asset_id, "threshold": t.pdq},
                 matches=[m for m in found if m.asset_id not in rejected][:req.limit])
@@ -236,7 +262,9 @@ class SimilarityService:
             t = self._tenant_thresholds(s, who.tenant_id).over(self.defaults)
         if kind == "image":
             own = self._query_pdq(asset_id)
-            return self._by_pdq(who, own, t, limit, exclude=asset_id) if own else []
+            found = self._by_pdq(who, own, t, limit, exclude=asset_id) if own else []
+            return self._with_local_features(who, found, self._query_orb(asset_id), limit,
+                                             exclude=asset_id)
         return self._asset_near_duplicates(who, asset_id, kind, t, limit)
 
     # --- methods -----------------------------------------------------------------------
@@ -273,6 +301,61 @@ class SimilarityService:
              for a, (d, v) in best.items()},
             PDQ,
         )[:limit]
+
+    def _query_orb(self, asset_id: str) -> orb.LocalFeatures | None:
+        """A stored image's full ORB keypoint set (its ``orb`` blob), if it has one."""
+        return self._local_features([asset_id]).get(asset_id)
+
+    def _local_features(self, asset_ids: list[str]) -> dict[str, orb.LocalFeatures]:
+        if not asset_ids or not self.settings.orb_keypoints:
+            return {}
+        with self.stores.db.session(write=False) as s:
+            keys = dict(s.execute(select(DerivedBlob.asset_id, DerivedBlob.blob_key).where(
+                DerivedBlob.asset_id.in_(asset_ids), DerivedBlob.role == orb.BLOB_ROLE)).all())
+        out = {}
+        for asset_id, key in keys.items():
+            try:
+                out[asset_id] = orb.LocalFeatures.from_bytes(self.stores.blobs.get(key))
+            except (KeyError, FileNotFoundError):
+                continue  # deleted meanwhile
+        return out
+
+    def _with_local_features(self, who: Principal, found: list[Match],
+                             features: orb.LocalFeatures | None, limit: int, *,
+                             exclude: str | None) -> list[Match]:
+        """``found`` (PDQ's matches) and then, for other assets, local-feature matches."""
+        if features is None or not len(features) or len(found) >= limit:
+            return found
+        skip = {m.asset_id for m in found} | ({exclude} if exclude else set())
+        more = self._by_local_features(who, features, skip)
+        return (found + more)[:limit]
+
+    def _by_local_features(self, who: Principal, query: orb.LocalFeatures,
+                           skip: set[str]) -> list[Match]:
+        """Assets (not in ``skip``) whose keypoints agree with ``query``'s on a transform,
+        among those with most indexed descriptors near one of the query's."""
+        namespace = hash_namespace(who.tenant_id, orb.ALGORITHM)
+        radius = self.settings.orb_radius
+        hit_by: dict[int, set[int]] = {}  # fingerprint id -> query descriptors hitting it
+        for i, code in enumerate(query.descriptors):
+            for h in self.stores.hashes.search(namespace, code.tobytes(), max_distance=radius,
+                                               k=_HITS_PER_DESCRIPTOR):
+                hit_by.setdefault(h.id, set()).add(i)
+        hits: dict[str, set[int]] = {}
+        for fp_id, asset_id, _ in self._fingerprint_assets(who, list(hit_by)):
+            if asset_id not in skip:
+                hits.setdefault(asset_id, set()).update(hit_by[fp_id])
+        ranked = sorted((a for a, q in hits.items() if len(q) >= _MIN_HITS),
+                        key=lambda a: (-len(hits[a]), a))[:self.settings.orb_candidates]
+        verified: dict[str, tuple[float, dict[str, Any]]] = {}
+        for asset_id, stored in self._local_features(ranked).items():
+            v = orb.verify(query, stored)
+            if v is not None and v.inliers >= self.settings.orb_min_inliers:
+                verified[asset_id] = (v.score(query, stored), {
+                    "inliers": v.inliers, "matched": v.matched, "hits": len(hits[asset_id]),
+                    "keypoints": [len(query), len(stored)], "scale": round(v.scale, 4),
+                    "rotation_deg": round(v.rotation_deg, 2), "transform": v.transform})
+        return self._matches(who, verified, LOCAL_FEATURES)
 
     def _fingerprint_assets(self, who: Principal, ids: list[int]) -> list[tuple[int, str, str]]:
         if not ids:

@@ -61,7 +61,7 @@ def test_image_plan_reads_ocr_text_and_leaves_out_normalize() -> None:
     stages = plan(MediaKind.IMAGE, builtin())
     names = [s.name for s in stages]
     assert sorted(names) == [
-        "image.decode", "image.ocr", "image.pdq", "image.thumbnail",
+        "image.decode", "image.ocr", "image.orb", "image.pdq", "image.thumbnail",
         "text.chunk", "text.embed", "text.keyword", "text.language",
     ]
     assert names[0] == "image.decode"

@@ -13,7 +13,7 @@ from kenning.settings import Settings
 
 def test_image_processors_are_all_built() -> None:
     names = [p.name for p in builtin.image_processors(Resources(Settings()))]
-    assert names == ["image.decode", "image.thumbnail", "image.pdq", "image.ocr"]
+    assert names == ["image.decode", "image.thumbnail", "image.pdq", "image.orb", "image.ocr"]
 
 
 def test_without_the_image_extra_none_are_built_and_one_line_says_why(

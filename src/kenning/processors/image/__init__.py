@@ -1,4 +1,5 @@
-"""Image processors: guarded decode + EXIF, thumbnail, PDQ fingerprints, OCR.
+"""Image processors: guarded decode + EXIF, thumbnail, PDQ fingerprints, ORB local
+features (unless ``settings.orb_keypoints`` is 0), OCR.
 
 They need the ``image`` extra (see :mod:`kenning.processors.image.extra`); without it
 the package still imports, but they are not registered.
@@ -10,6 +11,7 @@ from kenning.inference.ocr import OcrBackend
 from kenning.pipeline.processor import Processor
 from kenning.processors.image.decode import DecodeImage
 from kenning.processors.image.ocr import OcrImage
+from kenning.processors.image.orb import ImageOrb
 from kenning.processors.image.pdq import HashPdq
 from kenning.processors.image.thumbnail import ThumbnailImage
 from kenning.settings import Settings
@@ -18,20 +20,23 @@ __all__ = [
     "PROCESSORS",
     "DecodeImage",
     "HashPdq",
+    "ImageOrb",
     "OcrImage",
     "ThumbnailImage",
     "build_image_processors",
 ]
 
-PROCESSORS: list[type] = [DecodeImage, ThumbnailImage, HashPdq, OcrImage]
+PROCESSORS: list[type] = [DecodeImage, ThumbnailImage, HashPdq, ImageOrb, OcrImage]
 """The image processor classes, in dependency order."""
 
 
 def build_image_processors(settings: Settings, ocr: OcrBackend | None = None) -> list[Processor]:
     """Instances of every image processor; ``ocr`` defaults to the configured backend."""
+    local = [ImageOrb(settings)] if settings.orb_keypoints else []
     return [
         DecodeImage(settings),
         ThumbnailImage(settings),
         HashPdq(settings),
+        *local,
         OcrImage(settings, ocr),
     ]

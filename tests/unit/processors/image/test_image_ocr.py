@@ -116,10 +116,11 @@ def test_join_blocks_empty() -> None:
 
 def test_factory_declares_the_image_dag() -> None:
     procs = {p.name: p for p in build_image_processors(Settings(), ocr=StubOcr([]))}
-    assert set(procs) == {"image.decode", "image.thumbnail", "image.pdq", "image.ocr"}
+    assert set(procs) == {"image.decode", "image.thumbnail", "image.pdq", "image.orb",
+                          "image.ocr"}
     assert procs["image.decode"].requires == frozenset({"source"})
     assert procs["image.decode"].produces == frozenset({"image.meta"})
-    for name in ("image.thumbnail", "image.pdq", "image.ocr"):
+    for name in ("image.thumbnail", "image.pdq", "image.orb", "image.ocr"):
         assert procs[name].requires == frozenset({"image.meta"})
     assert procs["image.ocr"].produces == frozenset({"text"})
     assert all(p.media == frozenset({"image"}) for p in procs.values())
