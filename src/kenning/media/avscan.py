@@ -51,6 +51,28 @@ class _Tally:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _decoded(container: Any, stream: Any, t: _Tally) -> Iterator[Any]:
+    """The frames of ``stream``, packet by packet, counting packets in ``t``: a packet
+    that does not decode (the odd bad packet of a real file) is counted in ``t.errors``
+    and skipped; damage that stops the demuxer ends the frames, what decoded stands. The
+    caller judges the error share. Running out of memory is never swallowed."""
+    try:
+        for packet in container.demux(stream):
+            t.packets += 1 if packet.size else 0
+            try:
+                frames = packet.decode()
+            except av.error.MemoryError:
+                raise
+            except av.error.FFmpegError:
+                t.errors += 1
+                continue
+            yield from frames
+    except av.error.MemoryError:
+        raise
+    except av.error.FFmpegError:
+        t.errors += 1
+
+
 def scan(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     """Probe ``payload``; the JSON-safe probe (see :class:`kenning.media.av.Probe`).
 
@@ -288,25 +310,11 @@ def decode_audio(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
             return {"samples": 0, "sample_rate": rate, "decode_errors": 0}
         stream.codec_context.thread_count = 1
         resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        try:
-            for packet in container.demux(stream):
-                t.packets += 1 if packet.size else 0
-                try:
-                    frames = packet.decode()
-                except av.error.MemoryError:
-                    raise
-                except av.error.FFmpegError:
-                    t.errors += 1  # the odd bad packet of a real file: skip it
-                    continue
-                for frame in frames:
-                    for pcm in resampler.resample(frame):
-                        written += _write_pcm(out, pcm, limit - written)
-                if written >= limit:
-                    break
-        except av.error.MemoryError:
-            raise
-        except av.error.FFmpegError:
-            t.errors += 1  # damaged past here: keep what decoded
+        for frame in _decoded(container, stream, t):
+            for pcm in resampler.resample(frame):
+                written += _write_pcm(out, pcm, limit - written)
+            if written >= limit:
+                break
         for pcm in resampler.resample(None):
             written += _write_pcm(out, pcm, limit - written)
     if t.packets and t.errors > _MAX_DECODE_ERROR_RATIO * t.packets:
@@ -353,26 +361,12 @@ def decode_video(request: dict[str, Any], payload: bytes) -> Iterator[tuple[floa
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         limit = float(request["max_duration_s"])
         t = _Tally()
-        try:
-            for packet in container.demux(stream):
-                t.packets += 1 if packet.size else 0
-                try:
-                    frames = packet.decode()
-                except av.error.MemoryError:
-                    raise
-                except av.error.FFmpegError:
-                    t.errors += 1
-                    continue
-                for frame in frames:
-                    at = frame.time - start if frame.time is not None else t.frames / rate
-                    if at > limit:
-                        raise _too_long(at, limit, "the file goes on past")
-                    t.frames += 1
-                    yield max(at, 0.0), frame
-        except av.error.MemoryError:
-            raise
-        except av.error.FFmpegError:
-            t.errors += 1  # damaged past here: what decoded stands
+        for frame in _decoded(container, stream, t):
+            at = frame.time - start if frame.time is not None else t.frames / rate
+            if at > limit:
+                raise _too_long(at, limit, "the file goes on past")
+            t.frames += 1
+            yield max(at, 0.0), frame
     if t.frames == 0:
         raise CorruptMedia("no video frame decodes", code="corrupt_media")
     if t.errors > _MAX_DECODE_ERROR_RATIO * max(t.packets, 1):
