@@ -111,6 +111,11 @@ class LocalFeatures:
             return cls(z["points"], z["responses"], z["descriptors"], (width, height))
 
 
+_MIN_SIDE = 64
+"""Smaller images have no ORB keypoints: a keypoint needs a 31-pixel patch clear of an
+edge of 31 pixels, at every pyramid level."""
+
+
 def describe(image: Image.Image, keypoints: int) -> LocalFeatures:
     """Up to ``keypoints`` ORB keypoints of ``image`` (any mode), found on a greyscale
     copy no larger than 512 pixels a side."""
@@ -119,11 +124,14 @@ def describe(image: Image.Image, keypoints: int) -> LocalFeatures:
     if max(grey.size) > _WORK_SIDE:
         grey = grey.copy()
         grey.thumbnail((_WORK_SIDE, _WORK_SIDE), Image.Resampling.BOX)
+    none = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
+                         np.zeros((0, 32), np.uint8), grey.size)
+    if min(grey.size) < _MIN_SIDE:
+        return none  # no room for an ORB patch (OpenCV's pyramid asserts on such sizes)
     pixels = np.asarray(grey, dtype=np.uint8)
     found, descriptors = cv2.ORB_create(nfeatures=keypoints).detectAndCompute(pixels, None)
     if descriptors is None or not found:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
-                             np.zeros((0, 32), np.uint8), grey.size)
+        return none
     return LocalFeatures(np.asarray([k.pt for k in found], dtype=np.float32),
                          np.asarray([k.response for k in found], dtype=np.float32),
                          np.ascontiguousarray(descriptors, dtype=np.uint8), grey.size)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from kenning.pipeline.processor import StageInput
@@ -121,3 +122,16 @@ def test_the_stage_is_registered_only_when_keypoints_are_asked_for() -> None:
                if p.name == "image.orb")
     assert orb.version == "1+300/64"
     assert orb.requires == frozenset({"image.meta"}) and orb.queue == "image"
+
+
+@pytest.mark.parametrize("size", [(1, 1), (10, 10), (63, 63), (300, 40)])
+def test_an_image_too_small_for_a_patch_has_no_keypoints(
+    make_input: Callable[..., StageInput], encode: Callable[..., bytes],
+    size: tuple[int, int],
+) -> None:
+    """OpenCV's pyramid asserts on images smaller than an ORB patch (a fuzzed 1x1 PNG
+    answered 500 through /v1/similar): such images simply have no local features."""
+    image = Image.effect_noise(size, 64).convert("RGB")
+    assert len(describe(image, KEYPOINTS)) == 0
+    out = ImageOrb(Settings(orb_keypoints=KEYPOINTS)).process([make_input(encode(image))])[0]
+    assert out.fingerprints == [] and out.blobs == {}
