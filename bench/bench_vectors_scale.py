@@ -170,6 +170,7 @@ def main() -> None:
     before = rss()
     began = time.perf_counter()
     raw = faiss.IndexHNSWFlat(DIM, m, faiss.METRIC_INNER_PRODUCT)
+    raw.hnsw.efConstruction = probe.ef_construction
     raw.add(data)
     report["raw"] = {"build_s": round(time.perf_counter() - began, 1),
                      "rss_mb_per_million": mb_per_million(rss() - before, n),

@@ -110,14 +110,18 @@ class Namespace(TombstonedRows):
         self.mapped = None
         self.append(ids, vectors)
 
-    def sync_index(self, hnsw_m: int) -> Any:
-        """The graph, first extended over positions added since (built when missing)."""
+    def sync_index(self, hnsw_m: int, ef_construction: int) -> Any:
+        """The graph, first extended over positions added since (built when missing).
+
+        ``ef_construction`` applies to the positions added now, also to a graph loaded
+        from a snapshot built with another value (faiss keeps it in the file)."""
         if self.index is None:
             self.index = self._new_graph(hnsw_m)
         done = int(self.index.ntotal)
         if done < self.n:
             if self.mapped is not None:  # faiss aborts adding to a mapped storage
                 self.index, self.mapped = _in_memory(self.index, self.mapped), None
+            self.index.hnsw.efConstruction = ef_construction
             self.index.add(np.ascontiguousarray(self.rows[done : self.n]))
             self.dirty = True
             self.graph_file = None

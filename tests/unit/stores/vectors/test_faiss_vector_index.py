@@ -177,3 +177,17 @@ def test_a_loaded_graph_is_mapped_and_copied_before_it_changes(
     assert len(list(tmp_path.glob("*.faiss"))) == 1
     assert [h.id for h in again.search(NS, data[2300], 1)] == [2300]
     assert again._spaces[NS].storage == storage  # kept through compaction and a save
+
+
+def test_ef_construction_reaches_the_graph_also_a_loaded_one(
+    tmp_path: Path, data: np.ndarray
+) -> None:
+    assert FaissVectorIndex(None).ef_construction == 100  # faiss's 40 loses recall at scale
+    index = FaissVectorIndex(tmp_path, exact_threshold=1000, ef_construction=48)
+    index.add(NS, list(range(2000)), data[:2000])
+    assert index._spaces[NS].index.hnsw.efConstruction == 48
+    index.save(mark=1)
+    reloaded = FaissVectorIndex(tmp_path, exact_threshold=1000, ef_construction=72)
+    reloaded.add(NS, [2000], data[2000:2001])  # extended with this process's value
+    assert reloaded._spaces[NS].index.hnsw.efConstruction == 72
+    assert reloaded.search(NS, data[2000], 1)[0].id == 2000
