@@ -75,8 +75,15 @@ def queries() -> list[str]:
 def seed(server: Server, n: int, batch: int = 100) -> None:
     texts = corpus_texts(n)
     started = time.perf_counter()
+    assert server.http is not None
     for i in range(0, n, batch):
-        server.post_batch(json={"items": [{"text": t} for t in texts[i:i + batch]]})
+        while True:  # backpressure: wait as the server says, then send the batch again
+            r = server.http.post("/v1/assets/batch",
+                                 json={"items": [{"text": t} for t in texts[i:i + batch]]})
+            if r.status_code != 429:
+                r.raise_for_status()
+                break
+            time.sleep(float(r.headers.get("Retry-After", 1)))
     wait_idle(server.db, timeout_s=7200)
     print(f"ingested {n} texts in {time.perf_counter() - started:.0f} s", flush=True)
 
