@@ -51,6 +51,18 @@ class _Tally:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _open(data: io.BytesIO, request: dict[str, Any]) -> Any:
+    """The container of ``data`` with the demuxer ``request["format"]`` names (no other);
+    a header that does not read is ``corrupt_media``, running out of memory passes."""
+    try:
+        return av.open(data, mode="r", format=request["format"])
+    except av.error.MemoryError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise CorruptMedia(f"the {request['format']} header does not read: {_why(exc)}",
+                           code="corrupt_media") from None
+
+
 def _decoded(container: Any, stream: Any, t: _Tally) -> Iterator[Any]:
     """The frames of ``stream``, packet by packet, counting packets in ``t``: a packet
     that does not decode (the odd bad packet of a real file) is counted in ``t.errors``
@@ -83,13 +95,7 @@ def scan(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     """
     av.logging.set_level(None)  # FFmpeg's complaints about hostile input are not news
     buf = io.BytesIO(payload)
-    try:
-        container = av.open(buf, mode="r", format=request["format"])
-    except av.error.MemoryError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise CorruptMedia(f"the {request['format']} header does not read: {_why(exc)}",
-                           code="corrupt_media") from None
+    container = _open(buf, request)
     with container:
         header = _header(container)
         _check_header(header, request)
@@ -294,13 +300,7 @@ def decode_audio(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     av.logging.set_level(None)
     rate = int(request["rate"])
     limit = int(float(request["max_duration_s"]) * rate)
-    try:
-        container = av.open(io.BytesIO(payload), mode="r", format=request["format"])
-    except av.error.MemoryError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise CorruptMedia(f"the {request['format']} header does not read: {_why(exc)}",
-                           code="corrupt_media") from None
+    container = _open(io.BytesIO(payload), request)
     t = _Tally()
     written = 0
     with container, open(request["out"], "wb") as out:
@@ -343,13 +343,7 @@ def decode_video(request: dict[str, Any], payload: bytes) -> Iterator[tuple[floa
     :class:`~kenning.errors.TooLarge` (a header limit, or frames past the duration limit).
     """
     av.logging.set_level(None)
-    try:
-        container = av.open(io.BytesIO(payload), mode="r", format=request["format"])
-    except av.error.MemoryError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise CorruptMedia(f"the {request['format']} header does not read: {_why(exc)}",
-                           code="corrupt_media") from None
+    container = _open(io.BytesIO(payload), request)
     with container:
         _check_header(_header(container), request)
         stream = next((s for s in container.streams.video

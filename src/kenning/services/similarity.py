@@ -43,7 +43,6 @@ method), else the tenant's (``PUT /v1/matching``), else the server's settings.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,6 +68,7 @@ from kenning.services.matching import rejected_with
 from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
+from kenning.stores.keyword.words import WORD
 from kenning.stores.metadata.audit import record
 from kenning.stores.metadata.tables import Asset, DerivedBlob, Embedding, Fingerprint, Tenant
 from kenning.stores.sync import matchable
@@ -82,7 +82,6 @@ METHODS = (PDQ, NEAR_DUPLICATE, SEMANTIC)
 _SPANS = 3  # longest shared passages shown per near-duplicate
 _SPAN_WORDS = 8  # shorter shared runs are not shown
 _SPAN_CHARS = 300
-_WORD = re.compile(r"[^\W_]+")
 
 
 class Thresholds(BaseModel):
@@ -485,8 +484,8 @@ def _merge_text(near: list[Match], semantic: list[Match], limit: int) -> list[Ma
 def shared_spans(query: str, other: str) -> list[dict[str, Any]]:
     """The longest word runs the two texts share (at most 3, each at least 8 words), with
     their character ranges in the query text and in the other text."""
-    qs = [(m.start(), m.end()) for m in _WORD.finditer(query)]
-    os_ = [(m.start(), m.end()) for m in _WORD.finditer(other)]
+    qs = [(m.start(), m.end()) for m in WORD.finditer(query)]
+    os_ = [(m.start(), m.end()) for m in WORD.finditer(other)]
     qw = [query[a:b].casefold() for a, b in qs]
     ow = [other[a:b].casefold() for a, b in os_]
     blocks = difflib.SequenceMatcher(None, qw, ow, autojunk=False).get_matching_blocks()

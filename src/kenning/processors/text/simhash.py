@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from kenning.media.kinds import MediaKind
 from kenning.pipeline.processor import BaseProcessor, FingerprintOut, StageInput, StageOutput
+from kenning.stores.keyword.words import WORD  # the words the keyword indexes see
 
 ALGORITHM = "simhash"
 BITS = 64
@@ -36,12 +36,11 @@ CANDIDATE_BITS = 16
 of ten changed) still lies within it nearly always, random texts almost never (the
 chance that two unrelated texts differ in 16 bits or fewer is about 4 in 100,000)."""
 _FULL_QUALITY_SHINGLES = 20
-_WORD = re.compile(r"[^\W_]+")
 
 
 def words(text: str) -> list[str]:
     """The case-folded words of ``text`` (letter and digit runs), in order."""
-    return _WORD.findall(text.casefold())
+    return WORD.findall(text.casefold())
 
 
 def shingles(text: str) -> list[str]:
