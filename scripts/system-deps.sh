@@ -13,6 +13,9 @@ if command -v "$py" >/dev/null 2>&1; then
 else
   missing+=(python3.11 python3.11-dev python3.11-venv)
 fi
+# libchromaprint: audio fingerprints (the audio extra's pyacoustid loads it with ctypes).
+dpkg-query -W -f='${Status}' libchromaprint1 2>/dev/null | grep -q 'ok installed' \
+  || missing+=(libchromaprint1)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${missing[*]}"
 sudo=""

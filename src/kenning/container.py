@@ -16,7 +16,7 @@ import dramatiq
 from dramatiq.broker import Broker
 
 from kenning.errors import MissingExtra
-from kenning.inference.resources import Resources
+from kenning.inference.resources import Resources, cap_native_threads
 from kenning.ingest.service import IngestService
 from kenning.periodic import Periodic
 from kenning.pipeline.reconciler import Reconciler
@@ -31,6 +31,8 @@ from kenning.services.audit import AuditService
 from kenning.services.banks import BankService
 from kenning.services.events import EventService
 from kenning.services.matching import MatchingService
+from kenning.services.recommend.discovery import DiscoveryService
+from kenning.services.recommend.exposure import ExposureService
 from kenning.services.search import SearchService
 from kenning.services.similarity import SimilarityService
 from kenning.services.tenants import TenantService
@@ -74,6 +76,7 @@ class Kenning:
         self.settings.ensure_dirs()
         self.stores = stores or build_stores(self.settings)
         self.stores.db.upgrade()
+        cap_native_threads(self.settings.model_threads)
         self.resources = Resources(self.settings)
         self.registry = ProcessorRegistry.from_entry_points(self.resources)
         self.broker = make_broker(self.settings)
@@ -104,6 +107,8 @@ class Kenning:
                                         self.dispatcher.webhooks, self.settings)
         self.banks = BankService(self.stores.db, self.settings)
         self.events = EventService(self.stores.db, self.settings)
+        self.discovery = DiscoveryService(self.stores.db, self.settings)
+        self.exposure = ExposureService(self.stores.db, self.settings)
         self.admin = AdminService(self.stores.db, self.queue_admin, self.dispatcher.ring)
         self.reconciler = Reconciler(
             self.stores.db, self.dispatcher, self.registry, self.settings,

@@ -12,8 +12,32 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RerankConfig(BaseModel):
+    """How one surface re-ranks its candidates (see ``kenning.services.recommend.rerank``).
+
+    Hidden, reported and safety-flagged stories and muted authors are always dropped;
+    these fields tune the rest.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    drop_read: bool = Field(True, description="Drop stories the reader has read (and "
+                            "near-duplicates of them).")
+    collapse_clusters: bool = Field(True, description="Keep one story (the best scored) "
+                                    "per near-duplicate cluster.")
+    mmr_lambda: float = Field(0.7, ge=0, le=1, description="MMR trade-off: 1 ranks by "
+                              "relevance alone, 0 by novelty against the items above alone.")
+    max_per_author: int | None = Field(2, ge=1, description="Most items by one author "
+                                       "(None: no cap).")
+    freshness_half_life_h: float | None = Field(48.0, gt=0, description="Age in hours at "
+                                                "which the freshness boost halves (None: "
+                                                "no boost).")
+    freshness_weight: float = Field(0.1, ge=0, description="Boost of a story published "
+                                    "now, added to its score (in the score's units).")
 
 
 class Settings(BaseSettings):
@@ -222,6 +246,18 @@ class Settings(BaseSettings):
         "(0: none; batches form from what queued while the model was busy, and a pipeline "
         "step hands over a whole batch of assets at once)."
     )
+    clip_model_dir: Path | None = Field(
+        None,
+        description="Folder of an image-text (CLIP family) model exported to ONNX in "
+        "Immich's layout (config.json, visual/model.onnx + preprocess_cfg.json, "
+        "textual/model.onnx + tokenizer.json + tokenizer_config.json; the clip extra). "
+        "When set, images and video keyframes are embedded in the space clip:<folder "
+        "name> and /v1/search answers mode cross_modal (text to image). Off by default: "
+        "no such weights ship in any wheel.")
+    clip_batch_size: int = Field(
+        16, ge=1, description="Most images or texts per call of the image-text model (a "
+        "model exported with a fixed batch of one runs them one by one); also the most "
+        "assets per batch of the image.clip stage.")
 
     # --- text processing ---------------------------------------------------------------
     chunk_chars: int = Field(1_000, description="Target characters per text chunk.")
@@ -303,6 +339,62 @@ class Settings(BaseSettings):
         description="Top-level asset metadata field naming an asset's author (a string): "
         "item events record it, and author events may name a story instead of an author.")
 
+    # --- recommendations ---------------------------------------------------------------
+    rerank_surfaces: dict[str, RerankConfig] = Field(
+        default_factory=lambda: {
+            "home": RerankConfig(),
+            "article_footer": RerankConfig(mmr_lambda=0.5, max_per_author=1),
+        },
+        description="Re-ranking per surface (JSON object: surface -> RerankConfig fields, "
+        "e.g. {\"home\": {\"mmr_lambda\": 0.6}}); a surface not named uses rerank_default.")
+    rerank_default: RerankConfig = Field(
+        default_factory=RerankConfig,
+        description="Re-ranking of a surface that rerank_surfaces does not name (JSON "
+        "object of RerankConfig fields).")
+    exposure_new_writer_days: int = Field(
+        30, ge=1, le=3650, description="Default of the exposure audit's new_writer_days: a "
+        "writer whose first story is at most this many days older than the window's end "
+        "counts as new.")
+    # Candidate sources (kenning.services.recommend.candidates).
+    recs_candidates_per_source: int = Field(
+        50, ge=1, le=1000, description="Most candidates each recommendation source "
+        "proposes per request (content, collaborative, social, trending, ...).")
+    recs_history_days: float = Field(
+        180.0, gt=0, description="Engagement events older than this many days are left out "
+        "of the collaborative models and trending counts.")
+    recs_profile_half_life_days: float = Field(
+        14.0, gt=0, description="A reader's content profile weighs a story they engaged "
+        "with half as much for every this many days since; also the decay of the social "
+        "source's scores.")
+    recs_trending_half_life_hours: float = Field(
+        24.0, gt=0, description="Trending and popular sources halve an engagement event's "
+        "weight for every this many hours since it happened.")
+    recs_fresh_days: float = Field(
+        3.0, gt=0, description="Stories published in the last this many days are fresh: "
+        "the fresh source proposes them, and the cold-start source finds them readers by "
+        "content similarity alone.")
+    recs_new_story_max_readers: int = Field(
+        2, ge=0, description="A fresh story that at most this many readers engaged with is "
+        "new: cold start matches it to readers by content alone.")
+    recs_model: Literal["ease", "als", "bpr"] = Field(
+        "ease", description="The collaborative model: ease (closed form, best measured on "
+        "MovieLens-100k), als or bpr (the implicit library, the recs extra).")
+    recs_ease_l2: float = Field(
+        300.0, gt=0, description="EASE's L2 regularisation (measured on MovieLens-100k in "
+        "bench/bench_recs_movielens.py).")
+    recs_ease_max_items: int = Field(
+        5000, ge=1, description="EASE models the most engaged stories up to this many (its "
+        "memory grows with the square of it: 5000 is about 200 MB while fitting).")
+    recs_als_factors: int = Field(
+        32, ge=1, description="Latent factors of ALS when recs_model is als.")
+    recs_topics_key: str = Field(
+        "topics", min_length=1, max_length=128, description="Top-level asset metadata "
+        "field listing a story's topics (a string or a list of strings), matched against "
+        "the topics a reader declares.")
+    recs_snapshot_max_age_s: float = Field(
+        300.0, ge=0, description="A tenant's stories, engagement log and fitted models are "
+        "reloaded when its events or stories change, at most once per this many seconds.")
+
     # --- audio and video (decoded by PyAV in isolated child processes) ------------------
     max_media_duration_s: float = Field(
         4 * 3600.0, gt=0,
@@ -354,6 +446,44 @@ class Settings(BaseSettings):
         500, ge=1, description="Most keyframes of one video: a long video's keyframe "
         "interval grows to fit (duration / max_keyframes); past it, the rest are dropped.")
 
+    # --- video near-duplicates (sampled frames, the video_pdq method) -------------------
+    video_sample_interval_s: float = Field(
+        1.0, gt=0, description="av.shots hashes one frame (PDQ) every this many seconds "
+        "for video-to-video matching (video_pdq); see video_min_samples and "
+        "video_max_samples for short and long videos.")
+    video_min_samples: int = Field(
+        24, ge=1, description="A video shorter than video_min_samples sampled frames is "
+        "sampled more densely (down to every 0.25 s) to get this many: two copies sampled "
+        "at different moments (a trim, a frame-rate change) then still meet on near frames.")
+    video_max_samples: int = Field(
+        3600, ge=1, description="Most sampled frames of one video: a long video's sampling "
+        "interval grows to fit (duration / video_max_samples).")
+    video_frame_threshold: int = Field(
+        31, ge=0, le=256, description="Largest PDQ Hamming distance (of 256) at which two "
+        "sampled frames count as the same picture (video_pdq).")
+    video_min_frames: int = Field(
+        3, ge=1, description="Least aligned sampled frames of distinct content (not one "
+        "held picture) for a video_pdq match.")
+    video_min_span_s: float = Field(
+        2.0, ge=0, description="Least time the aligned frames of a video_pdq match span, "
+        "in the query video.")
+    video_common_assets: int = Field(
+        3, ge=1, description="A sampled frame that hits more than this many other videos, "
+        "and more than twice as many as the query's frames usually do (a title card, a "
+        "channel ident), never counts towards a video_pdq match.")
+    video_query_timeout_s: float = Field(
+        60.0, gt=0, description="Wall clock of hashing the sampled frames of a video "
+        "uploaded to POST /v1/similar (one decoding process; 422 decode_timeout past it).")
+
+    # --- on-screen text in video (av.ocr; the image extra's OCR backend) -----------------
+    video_ocr_max_keyframes: int = Field(
+        50, ge=0, description="Most keyframes of one video read by OCR (a few seconds "
+        "each on one core): a video with more has this many read, spread evenly over "
+        "it; 0 leaves the av.ocr stage unregistered.")
+    video_ocr_px: int = Field(
+        1280, ge=320, le=4096, description="Longest side of the video frames read by OCR "
+        "(the source frame at each keyframe's time, shrunk to this).")
+
     # --- speech (the speech extra: faster-whisper) --------------------------------------
     speech_model: str = Field(
         "tiny.en",
@@ -393,6 +523,22 @@ class Settings(BaseSettings):
     orb_min_inliers: int = Field(
         15, ge=4, description="Least keypoint matches agreeing on one similarity "
         "transform (RANSAC inliers) for an image_local_features match.")
+
+    # --- audio fingerprints (av.chromaprint; the audio extra) ----------------------------
+    audio_fp_threshold: float = Field(
+        0.75, ge=0, le=1, description="Default lowest audio_fingerprint score (1 - bit "
+        "error rate of the aligned Chromaprint fingerprints) counted as a match: re-encoded "
+        "copies and excerpts score about 0.88-0.98, unrelated recordings 0.5-0.67.")
+    audio_fp_radius: int = Field(
+        10, ge=0, le=11, description="Largest Hamming distance (of 64 bits) at which a "
+        "query's Chromaprint key counts as a hit on an indexed one (11 at most: the "
+        "multi-index tables serve up to that).")
+    audio_fp_candidates: int = Field(
+        20, ge=1, description="Most recordings (those whose keys voted most for one "
+        "alignment) an audio query verifies on their whole fingerprint.")
+    audio_fp_max_lookups: int = Field(
+        2000, ge=10, description="Most Chromaprint keys one audio query looks up (about "
+        "8 a second of audio); a longer query looks up an even subsample of its keys.")
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -44,6 +44,7 @@ OPERATIONS = [
     "GET /v1/banks", "PUT /v1/banks/{name}", "GET /v1/banks/{name}", "DELETE /v1/banks/{name}",
     "POST /v1/banks/{name}/items", "DELETE /v1/banks/{name}/items/{asset_id}",
     "POST /v1/events", "GET /v1/events",
+    "GET /v1/authors/{author_id}/discovery", "GET /v1/recommendations/exposure",
 ]
 
 NO_INPUT = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/admin/queues",

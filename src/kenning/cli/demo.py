@@ -1,4 +1,10 @@
-"""``kenning demo``: a server, the real demo corpus ingested, and where to look."""
+"""``kenning demo``: a server, the real demo corpus ingested, and where to look.
+
+The corpus is news, images, and real video and voice recordings
+(:data:`kenning.demo.corpus.DEMO_VIDEOS`, alsa-utils' WAVs); the printout shows a
+moment found by a word said in a video, and a matched video pair once video matching
+(``video_pdq``) finds one.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from kenning.cli.client import Client, resolve_key, wait_ready
+from kenning.cli.client import ApiError, Client, resolve_key, wait_ready
+from kenning.cli.render import span
 from kenning.cli.workers import die_with_parent
 from kenning.settings import Settings
 
@@ -18,11 +26,16 @@ console = Console(stderr=True)
 
 # German on purpose: the corpus is English, the embedding space is shared.
 SAMPLE_QUERY = "Buschbrände bedrohen Häuser in der Nähe von Sydney"
+SPOKEN_WORD = "petty"
+"""Said in Megamind.avi at 0:09 ("Well, that seems kind of petty, don't you think?");
+Whisper tiny.en hears it."""
+PAIR_QUERY = "carphone_pristine.mp4"
+"""The demo video whose near-duplicate (carphone_distorted.mp4) video matching finds."""
 
 
 def _wait_idle(client: Client, timeout_s: float = 1800) -> dict[str, int]:
     deadline = time.monotonic() + timeout_s
-    with console.status("processing (OCR, embeddings, hashes)...") as status:
+    with console.status("processing (OCR, speech, shots, embeddings, hashes)...") as status:
         while time.monotonic() < deadline:
             queues = client.get("/v1/admin/queues")
             waiting = sum(q["ready"] + q["delayed"] + q["in_flight"] for q in queues)
@@ -40,7 +53,7 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
     settings.ensure_dirs()
     media_dir = settings.data_dir / "demo-media"
     console.print(f"fetching the demo corpus into {media_dir} ...")
-    folder = write_demo_folder(media_dir, articles=articles, images=True)
+    folder = write_demo_folder(media_dir, articles=articles, images=True, av=True)
     url = f"http://{settings.host}:{settings.port}"
     settings.api_url = url
     log_path = settings.data_dir / "server.log"
@@ -56,11 +69,16 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
     try:
         wait_ready(url, alive=lambda: proc.poll() is None)
         client = Client(settings)
+        # Audio and video first, in one batch whose answer names each asset: their
+        # stages (speech, shots, OCR) take longest, and the printout needs their ids.
+        av_ids = ingest_av(client, [*folder.videos, *folder.audio])
         items: list[str | Path] = [*folder.news, *folder.reuters, *folder.images]
         # In batches (POST /v1/assets/batch): one transaction and one dispatch each;
         # smaller than the server allows, so four uploads overlap and the bar moves.
         counts = ingest_items(client, items, parallel=4,
                               batch_size=min(32, settings.max_batch_items))
+        counts["new"] += len(av_ids)
+        counts["rejected"] += len(folder.videos) + len(folder.audio) - len(av_ids)
         dead = _wait_idle(client)
         key = resolve_key(settings)
         sample = client.post("/v1/search", {"query": SAMPLE_QUERY, "limit": 3})
@@ -81,6 +99,16 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
         console.print("Words printed in an image (OCR) are searchable too:")
         console.print(f"  .venv/bin/kenning search 'region segmentation markers' "
                       f"--data-dir {settings.data_dir}", soft_wrap=True)
+        names = {asset_id: name for name, asset_id in av_ids.items()}
+        for line in moment_lines(client, names):
+            console.print(line, soft_wrap=True)
+        if "Megamind.avi" in av_ids:
+            console.print(f"  .venv/bin/kenning segments {av_ids['Megamind.avi']} "
+                          f"--data-dir {settings.data_dir}", soft_wrap=True)
+        # Video matching (method video_pdq, services/similarity.py): printed once it
+        # finds the carphone pair; nothing otherwise.
+        for line in video_pair_lines(client, av_ids):
+            console.print(line, soft_wrap=True)
         if not keep_serving:
             return 0
         console.print("\nserving; press Ctrl-C to stop")
@@ -95,6 +123,64 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def ingest_av(client: Client, paths: list[Path]) -> dict[str, str]:
+    """Upload the audio and video files in one batch; asset id by file name (files the
+    server refused are named on the console and left out)."""
+    if not paths:
+        return {}
+    try:
+        results = client.ingest_files(paths)
+    except ApiError as exc:
+        console.print(f"[red]audio and video not ingested[/red]: {exc.code}: {exc.message}")
+        return {}
+    ids: dict[str, str] = {}
+    for path, result in zip(paths, results, strict=True):
+        accepted = result.get("accepted")
+        if accepted:
+            ids[path.name] = str(accepted["asset_id"])
+        else:
+            console.print(f"[red]rejected[/red] {path.name}: {result['error']['code']}")
+    return ids
+
+
+def moment_lines(client: Client, names: dict[str, str]) -> list[str]:
+    """A moment inside a video found by a word said there: asset, mm:ss and what is
+    said (none when no audio or video hit has a time)."""
+    found = client.post("/v1/search", {"query": SPOKEN_WORD, "mode": "keyword", "limit": 1,
+                                       "filters": {"kind": ["video", "audio"]}})
+    hit: dict[str, Any] | None = next(iter(found["hits"]), None)
+    if hit is None or hit.get("start_s") is None:
+        return []
+    name = names.get(hit["asset_id"]) or hit.get("title") or hit["kind"]
+    return [f"A moment found by a spoken word ({SPOKEN_WORD!r}, {hit['segment_kind']}):",
+            f"  {hit['asset_id']} ({name})  {span(hit['start_s'], hit['end_s'])}  "
+            f"\"{' '.join((hit.get('text') or '').split())}\""]
+
+
+def video_pair_lines(client: Client, av_ids: dict[str, str]) -> list[str]:
+    """The matched video pair: what ``POST /v1/similar`` answers for
+    carphone_pristine.mp4 by the ``video_pdq`` method (none until video matching finds
+    it, or when the server cannot answer for a video)."""
+    query = av_ids.get(PAIR_QUERY)
+    if query is None:
+        return []
+    try:
+        found = client.post("/v1/similar", {"asset_id": query})
+    except ApiError:
+        return []
+    match = next((m for m in found.get("matches", []) if m.get("method") == "video_pdq"),
+                 None)
+    if match is None:
+        return []
+    names = {asset_id: name for name, asset_id in av_ids.items()}
+    evidence = match.get("evidence") or {}
+    query_at = span(evidence.get("query_start_s"), evidence.get("query_end_s"))
+    match_at = span(evidence.get("match_start_s"), evidence.get("match_end_s"))
+    return ["A matched video pair (video_pdq):",
+            f"  {PAIR_QUERY} {query_at} ~ {names.get(match['asset_id'], match['asset_id'])} "
+            f"{match_at}  score {match['score']:.3f}"]
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -4,22 +4,20 @@ API uses."""
 
 from __future__ import annotations
 
-import html
 import json
 import os
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from kenning.cli.client import ApiError, Client, plan_batches
+from kenning.cli.render import search_table, segments_table, similar_table, status_table
 from kenning.settings import Settings
 
 app = typer.Typer(help="Kenning: self-hosted media intelligence.", no_args_is_help=True)
@@ -266,55 +264,6 @@ def ingest(
 
 
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the JSON answer, not a table.")]
-_MARK = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
-
-
-def highlighted(snippet: str) -> Text:
-    """A search highlight (HTML-escaped, terms in ``<mark>``) as terminal text: marks in
-    bold reverse, entities unescaped, no tag left."""
-    out, left = Text(), 0
-    for m in _MARK.finditer(snippet):
-        out.append(html.unescape(snippet[left:m.start()]))
-        out.append(html.unescape(m.group(1)), style="bold reverse")
-        left = m.end()
-    out.append(html.unescape(snippet[left:].replace("<mark>", "").replace("</mark>", "")))
-    return out
-
-
-def search_table(result: dict[str, Any]) -> Table:
-    """``POST /v1/search``'s answer as a table: score, kind, asset, title over snippet."""
-    table = Table("score", "kind", "asset", "title / text")
-    for hit in result["hits"]:
-        cell = Text(hit.get("title") or "", style="bold")
-        snippet = highlighted(" ".join((hit.get("highlight") or hit.get("text") or "").split()))
-        snippet.truncate(160, overflow="ellipsis")
-        cell.append("\n").append_text(snippet)
-        table.add_row(f"{hit['score']:.4f}", hit["kind"], hit["asset_id"], cell)
-    return table
-
-
-def similar_table(result: dict[str, Any]) -> Table:
-    """``POST /v1/similar``'s answer as a table, strongest match first."""
-    table = Table("score", "method", "kind", "asset", "title", "evidence")
-    for match in result["matches"]:
-        evidence = ", ".join(f"{k}={v}" for k, v in (match.get("evidence") or {}).items())
-        table.add_row(f"{match['score']:.4f}", match["method"], match.get("kind") or "",
-                      match["asset_id"], match.get("title") or "", evidence)
-    return table
-
-
-def status_table(ready: dict[str, Any], queues: list[dict[str, Any]]) -> Table:
-    """Readiness checks, then each queue's depths."""
-    state = "[green]ready[/green]" if ready.get("ready") else "[red]not ready[/red]"
-    checks = ", ".join(f"{k}: {v}" for k, v in (ready.get("checks") or {}).items())
-    table = Table("queue", "ready", "delayed", "in flight", "dead",
-                  title=f"{state}  {checks}")
-    for q in queues:
-        table.add_row(q["queue"], str(q["ready"]), str(q["delayed"]), str(q["in_flight"]),
-                      f"[red]{q['dead']}[/red]" if q["dead"] else "0")
-    return table
-
-
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
@@ -337,6 +286,28 @@ def search(
         _print(result)
     else:
         Console().print(search_table(result))
+
+
+@app.command()
+def segments(
+    asset_id: Annotated[str, typer.Argument(help="The asset's id.")],
+    kind: Annotated[str | None, typer.Option(
+        help="Only this kind: shot, utterance, ocr, chunk, ocr_block...")] = None,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    api_url: ApiUrl = None,
+) -> None:
+    """An asset's segments, moments as mm:ss (same as GET /v1/assets/{id}/segments)."""
+    params = {"kind": kind} if kind else {}
+    try:
+        result = _client(data_dir, api_url).get(
+            f"/v1/assets/{quote(asset_id, safe='')}/segments", **params)
+    except ApiError as exc:
+        _fail(exc)
+    if as_json:
+        _print(result)
+    else:
+        Console().print(segments_table(result))
 
 
 @app.command()

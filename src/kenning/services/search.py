@@ -2,7 +2,12 @@
 of the two, per asset, with a keyword weight that depends on the query's and the asset's
 languages: :mod:`kenning.services.fusion`).
 
-Both retrievers return segment ids; every candidate is then joined against the metadata
+Cross-modal search (mode ``cross_modal``, when an image-text model is configured:
+``clip_model_dir``) embeds the query with the CLIP text tower and searches the image and
+video-keyframe vectors of that model's space (:mod:`kenning.processors.image.clip`); a
+keyframe hit names its moment (``start_s``) and keyframe number.
+
+Every retriever returns segment ids; every candidate is then joined against the metadata
 store, which applies the tenant scope (again) and the structured filters and drops
 anything deleted since it was indexed. Hits are one per asset, its best segment.
 """
@@ -17,10 +22,24 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, Numeric, and_, case, cast, exists, func, literal, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Numeric,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+)
 
 from kenning.errors import BadInput
 from kenning.inference.batcher import EmbeddingBatcher
+from kenning.inference.clip import ClipModel, clip_model
 from kenning.ingest.metadata import check_key, check_string
 from kenning.principal import Principal
 from kenning.processors.text.embed import text_vector
@@ -33,11 +52,36 @@ from kenning.stores.bundle import Stores, vector_namespace
 from kenning.stores.metadata.repair import sanitize_metadata
 from kenning.stores.metadata.tables import Asset, Embedding, Segment
 
+# The hot statements are built once: ids bound as one expanding parameter (not one
+# coerced literal per id) and the tenant as a parameter; filters add to the first two.
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_TENANT: BindParameter[str] = bindparam("tenant")
+_BY_SEGMENT = (select(Segment.id, Asset.id, Asset.language)
+               .join(Asset, Asset.id == Segment.asset_id)
+               .where(Segment.id.in_(_IDS), Segment.tenant_id == _TENANT,
+                      Asset.tenant_id == _TENANT))
+_BY_EMBEDDING = (select(Embedding.id, Segment.id, Asset.id, Asset.language)
+                 .join(Segment, Segment.id == Embedding.segment_id)
+                 .join(Asset, Asset.id == Segment.asset_id)
+                 .where(Embedding.id.in_(_IDS), Embedding.tenant_id == _TENANT,
+                        Segment.tenant_id == _TENANT, Asset.tenant_id == _TENANT))
+_SHOWN = (select(Segment.id.label("id"), Segment.kind.label("kind"),
+                 Segment.start_s.label("start_s"), Segment.end_s.label("end_s"),
+                 Segment.text.label("text"), Segment.data.label("data"),
+                 Asset.id.label("asset_id"), Asset.kind.label("asset_kind"),
+                 Asset.title.label("title"), Asset.language.label("language"),
+                 Asset.meta.label("meta"))
+          .join(Asset, Asset.id == Segment.asset_id)
+          .where(Segment.id.in_(_IDS), Segment.tenant_id == _TENANT))
+
 
 class SearchMode(StrEnum):
     KEYWORD = "keyword"
     SEMANTIC = "semantic"
     HYBRID = "hybrid"
+    CROSS_MODAL = "cross_modal"
+    """Text to image: the query through the image-text model (``clip_model_dir``),
+    against images and video keyframes; with only an asset_id, images like that one."""
 
 
 class SearchFilters(BaseModel):
@@ -102,6 +146,9 @@ class SearchHit(BaseModel):
     metadata: dict[str, Any]
     explain: dict[str, HitComponent] | None = None
     """With ``explain``: each retriever that found the asset, by name."""
+    keyframe: int | None = None
+    """A video keyframe hit (``cross_modal``): its number, for
+    GET /v1/assets/{id}/keyframes/{n}; ``start_s`` is its moment."""
 
 
 class SearchResponse(BaseModel):
@@ -114,10 +161,13 @@ class SearchResponse(BaseModel):
 
 
 class SearchService:
-    def __init__(self, stores: Stores, embedder: EmbeddingBatcher, settings: Settings) -> None:
+    def __init__(self, stores: Stores, embedder: EmbeddingBatcher, settings: Settings,
+                 clip: ClipModel | None = None) -> None:
         self.stores = stores
         self.embedder = embedder
         self.settings = settings
+        self.clip = clip if clip is not None else clip_model(settings)
+        """The image-text model (shared with the pipeline), None when not configured."""
         self._legs = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search-leg")
         self.weights = FusionWeights(
             k=settings.rrf_k, keyword=settings.hybrid_keyword_weight,
@@ -131,6 +181,11 @@ class SearchService:
                 "cross-modal image search needs an image-text model, none is configured",
                 code="mode_unavailable",
             )
+        if req.mode == SearchMode.CROSS_MODAL and self.clip is None:
+            raise BadInput(
+                "cross_modal search needs an image-text model; none is configured "
+                "(clip_model_dir)", code="mode_unavailable",
+            )
         check_filters(req.filters)
         query = (req.query or "").strip()
         if not query and not req.asset_id:
@@ -140,7 +195,7 @@ class SearchService:
             # another tenant is "not found", never silently accepted.
             with self.stores.db.session(write=False) as s:
                 owned_asset(s, who, req.asset_id)
-        mode = req.mode if query else SearchMode.SEMANTIC
+        mode = req.mode if query or req.mode == SearchMode.CROSS_MODAL else SearchMode.SEMANTIC
         filters = req.filters
         if req.modalities and not filters.kind:
             filters = filters.model_copy(update={"kind": req.modalities})
@@ -153,7 +208,7 @@ class SearchService:
             return SearchResponse(mode=mode, hits=[])
 
         keyword: dict[int, tuple[float, str]] = {}
-        semantic: dict[int, float] = {}
+        vectors: dict[int, float] = {}  # embedding id -> cosine
         query_language = None
         pending = None
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
@@ -165,47 +220,57 @@ class SearchService:
                 self.stores.keyword.search, who.tenant_id, query, depth,
                 asset_ids=allowed_assets, language=query_language)
         if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
-            semantic = self._semantic(who, query, req.asset_id, depth, allowed_assets)
+            vectors = self._semantic(who, query, req.asset_id, depth, allowed_assets)
+        if mode == SearchMode.CROSS_MODAL:
+            vectors = self._cross_modal(who, query, req.asset_id, depth, allowed_assets)
         if pending is not None:
             keyword = {found.id: (found.score, found.highlight) for found in pending.result()}
 
-        # One lookup for every candidate: the tenant scope, the filters and what was
-        # deleted since it was indexed drop segments before they are ranked per asset.
-        owners = self._candidates(who, [*keyword, *(i for i in semantic if i not in keyword)],
-                                  filters, req.asset_id)
-        legs: dict[str, list[LegHit]] = {}
-        if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
-            legs["keyword"] = [LegHit(owners[i][0], i, keyword[i][0])
-                               for i in sorted(keyword, key=lambda i: (-keyword[i][0], i))
-                               if i in owners]
-        if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
-            legs["semantic"] = [LegHit(owners[i][0], i, semantic[i])
-                                for i in sorted(semantic, key=lambda i: (-semantic[i], i))
-                                if i in owners]
-        if mode == SearchMode.HYBRID:
-            fused = fuse(legs, self.weights, query_language=query_language,
-                         asset_languages=dict(owners.values()))
-        else:
-            (leg, hits), = legs.items()
-            fused = ranked_alone(leg, hits)
-        shown = fused[:req.limit]
-        rows = self._rows(who, [hit.segment_id for hit in shown])
+        with self.stores.db.reading() as conn:
+            # One lookup for every candidate: the tenant scope, the filters and what was
+            # deleted since it was indexed drop segments before they are ranked per asset.
+            owners, by_vector = self._candidates(conn, who, list(keyword), list(vectors),
+                                                 filters, req.asset_id)
+            semantic: dict[int, float] = {}
+            for emb, score in vectors.items():
+                seg = by_vector.get(emb)
+                if seg is not None and score > semantic.get(seg, -2.0):
+                    semantic[seg] = score
+            legs: dict[str, list[LegHit]] = {}
+            if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
+                legs["keyword"] = [LegHit(owners[i][0], i, keyword[i][0])
+                                   for i in sorted(keyword, key=lambda i: (-keyword[i][0], i))
+                                   if i in owners]
+            vector_leg = "cross_modal" if mode == SearchMode.CROSS_MODAL else "semantic"
+            if mode != SearchMode.KEYWORD:
+                legs[vector_leg] = [LegHit(owners[i][0], i, semantic[i])
+                                    for i in sorted(semantic, key=lambda i: (-semantic[i], i))]
+            if mode == SearchMode.HYBRID:
+                fused = fuse(legs, self.weights, query_language=query_language,
+                             asset_languages=dict(owners.values()))
+            else:
+                (leg, hits), = legs.items()
+                fused = ranked_alone(leg, hits)
+            shown = fused[:req.limit]
+            rows = self._rows(conn, who, [hit.segment_id for hit in shown])
         out: list[SearchHit] = []
         for hit in shown:
-            if hit.segment_id not in rows:
+            row = rows.get(hit.segment_id)
+            if row is None:
                 continue  # deleted in the last milliseconds
-            seg, asset = rows[hit.segment_id]
             scores = {leg: round(c.score, 6) for leg, c in hit.components.items()}
             if mode == SearchMode.HYBRID:
                 scores["rrf"] = round(hit.score, 6)
             out.append(
                 SearchHit(
-                    asset_id=asset.id, kind=asset.kind, title=asset.title, segment_id=seg.id,
-                    segment_kind=seg.kind, start_s=seg.start_s, end_s=seg.end_s,
-                    text=seg.text, highlight=keyword.get(seg.id, (0.0, None))[1],
+                    asset_id=row.asset_id, kind=row.asset_kind, title=row.title,
+                    segment_id=hit.segment_id, segment_kind=row.kind, start_s=row.start_s,
+                    end_s=row.end_s, text=row.text,
+                    highlight=keyword.get(hit.segment_id, (0.0, None))[1],
                     score=round(hit.score, 6), scores=scores,
-                    language=asset.language, metadata=sanitize_metadata(asset.meta),
+                    language=row.language, metadata=sanitize_metadata(row.meta),
                     explain=_explain(hit) if req.explain else None,
+                    keyframe=_keyframe(row.kind, row.data),
                 )
             )
         return SearchResponse(mode=mode, hits=out,
@@ -229,29 +294,44 @@ class SearchService:
         else:
             assert asset_id is not None
             vector = self.asset_vector(who, asset_id)
+        return self._nearest(who, space, vector, depth, allowed_assets)
+
+    def _nearest(self, who: Principal, space: str, vector: np.ndarray, depth: int,
+                 allowed_assets: set[str] | None) -> dict[int, float]:
+        """The ``depth`` nearest segment vectors of ``space``: embedding id -> cosine
+        (the candidate lookup maps them to segments). With asset filters, only the
+        vectors of those assets (the index searches them exactly when they are few)."""
         allowed_ids = None
         if allowed_assets is not None:
-            with self.stores.db.session(write=False) as s:
-                allowed_ids = set(
-                    s.scalars(select(Embedding.id).where(
-                        Embedding.tenant_id == who.tenant_id,
-                        Embedding.asset_id.in_(allowed_assets),
-                        Embedding.segment_id.is_not(None), Embedding.space == space,
-                    ))
-                )
+            with self.stores.db.reading() as conn:
+                allowed_ids = set(conn.scalars(select(Embedding.id).where(
+                    Embedding.tenant_id == who.tenant_id,
+                    Embedding.asset_id.in_(allowed_assets),
+                    Embedding.segment_id.is_not(None), Embedding.space == space)))
         hits = self.stores.vectors.search(
-            vector_namespace(who.tenant_id, space), vector, depth, allowed=allowed_ids
-        )
-        if not hits:
-            return {}
-        by_embedding = {h.id: h.score for h in hits}
-        with self.stores.db.session(write=False) as s:
-            rows = s.execute(
-                select(Embedding.id, Embedding.segment_id).where(
-                    Embedding.id.in_(by_embedding), Embedding.tenant_id == who.tenant_id
-                )
-            )
-            return {seg: by_embedding[emb] for emb, seg in rows if seg is not None}
+            vector_namespace(who.tenant_id, space), vector, depth, allowed=allowed_ids)
+        return {h.id: h.score for h in hits}
+
+    def _cross_modal(
+        self, who: Principal, query: str, asset_id: str | None, depth: int,
+        allowed_assets: set[str] | None,
+    ) -> dict[int, float]:
+        """Segments (images, keyframes) by cosine to the query's CLIP text vector or,
+        without a query, to the asset's own CLIP vector."""
+        assert self.clip is not None
+        space = self.clip.model_id
+        if query:
+            vector = self.clip.encode_texts([query])[0]
+        else:
+            assert asset_id is not None
+            with self.stores.db.session(write=False) as s:
+                owned_asset(s, who, asset_id)
+                found = asset_text_vector(s, asset_id, space)
+            if found is None:
+                raise BadInput(f"asset {asset_id} has no image-text embedding yet",
+                               code="not_ready")
+            vector = found
+        return self._nearest(who, space, vector, depth, allowed_assets)
 
     def asset_vector(self, who: Principal, asset_id: str) -> np.ndarray:
         with self.stores.db.session(write=False) as s:
@@ -284,37 +364,58 @@ class SearchService:
             return set(s.scalars(self._filtered(who, select(Asset.id), f)))
 
     def _candidates(
-        self, who: Principal, seg_ids: list[int], f: SearchFilters, exclude: str | None
-    ) -> dict[int, tuple[str, str | None]]:
-        """The segments among ``seg_ids`` that are the tenant's and pass the filters: their
-        asset and its language (what ranking needs, not the rows)."""
-        if not seg_ids:
-            return {}
-        query = self._filtered(
-            who, select(Segment.id, Asset.id, Asset.language)
-            .join(Asset, Asset.id == Segment.asset_id), f
-        ).where(Segment.id.in_(seg_ids), Segment.tenant_id == who.tenant_id)
+        self, conn: Connection, who: Principal, seg_ids: list[int], emb_ids: list[int],
+        f: SearchFilters, exclude: str | None,
+    ) -> tuple[dict[int, tuple[str, str | None]], dict[int, int]]:
+        """The candidates that are the tenant's and pass the filters, found by segment
+        (keyword) or by embedding (vectors): each segment's asset and its language (what
+        ranking needs, not the rows), and the segment of each embedding."""
+        plain = not (exclude or f.segment_kind or f.kind or f.language or f.metadata
+                     or f.created_after or f.created_before)
+        owners: dict[int, tuple[str, str | None]] = {}
+        by_vector: dict[int, int] = {}
+        params = {"tenant": who.tenant_id}
+        if seg_ids:
+            query = _BY_SEGMENT if plain else self._candidate_filters(who, _BY_SEGMENT, f,
+                                                                      exclude)
+            owners = {seg: (asset, language) for seg, asset, language
+                      in conn.execute(query, {**params, "ids": seg_ids})}
+        if emb_ids:
+            query = _BY_EMBEDDING if plain else self._candidate_filters(who, _BY_EMBEDDING, f,
+                                                                        exclude)
+            for emb, seg, asset, language in conn.execute(query, {**params, "ids": emb_ids}):
+                by_vector[emb] = seg
+                owners[seg] = (asset, language)
+        return owners, by_vector
+
+    def _candidate_filters(self, who: Principal, query: Any, f: SearchFilters,
+                           exclude: str | None) -> Any:
+        query = self._filtered(who, query, f)
         if f.segment_kind:
             query = query.where(Segment.kind.in_(f.segment_kind))
         if exclude:
             query = query.where(Asset.id != exclude)
-        with self.stores.db.session(write=False) as s:
-            return {seg: (asset, language) for seg, asset, language in s.execute(query)}
+        return query
 
-    def _rows(self, who: Principal, seg_ids: list[int]) -> dict[int, tuple[Segment, Asset]]:
-        """The shown hits' segments and assets, whole."""
+    def _rows(self, conn: Connection, who: Principal, seg_ids: list[int]) -> dict[int, Any]:
+        """The shown hits' segment and asset fields, by segment id."""
         if not seg_ids:
             return {}
-        query = (select(Segment, Asset).join(Asset, Asset.id == Segment.asset_id)
-                 .where(Segment.id.in_(seg_ids), Segment.tenant_id == who.tenant_id))
-        with self.stores.db.session(write=False) as s:
-            return {seg.id: (seg, asset) for seg, asset in s.execute(query).tuples()}
+        return {row.id: row for row in conn.execute(
+            _SHOWN, {"tenant": who.tenant_id, "ids": seg_ids})}
 
 
 def _explain(hit: FusedHit) -> dict[str, HitComponent]:
     return {leg: HitComponent(rank=c.rank, score=round(c.score, 6), segment_id=c.segment_id,
                               weight=c.weight, contribution=round(c.contribution, 6))
             for leg, c in hit.components.items()}
+
+
+def _keyframe(kind: str, data: Any) -> int | None:
+    if kind != "keyframe" or not isinstance(data, dict):
+        return None
+    n = data.get("n")
+    return n if isinstance(n, int) else None
 
 
 def check_filters(f: SearchFilters) -> None:

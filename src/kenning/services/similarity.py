@@ -19,6 +19,19 @@ method                    score                                            evide
                           (1: the same words in the same order; a re-post  ``simhash_distance``,
                           with one word in 30 changed: about 0.8)          ``spans``
 ``text_semantic``         cosine of the texts' vectors, below 0 as 0       ``cosine``, ``space``
+``audio_fingerprint``     ``1 - bit error rate`` of the two Chromaprint    ``offset_s``,
+                          fingerprints, aligned, over the stretch they     ``query_start_s``,
+                          share (re-encoded copies and excerpts: about     ``query_end_s``,
+                          0.88-0.98; unrelated recordings: 0.5-0.67)       ``match_start_s``,
+                                                                           ``match_end_s``,
+                                                                           ``bit_error_rate``
+``video_pdq``             share of the shorter video covered by sampled    ``query_start_s``,
+                          frames (PDQ) aligned in time, times ``1 -         ``query_end_s``,
+                          mean hamming / 256`` (a re-encoded copy, or an   ``match_start_s``,
+                          excerpt against its source: about 0.9)           ``match_end_s``,
+                                                                           ``offset_s``,
+                                                                           ``speed``, ``frames``,
+                                                                           ``mean_hamming``
 ========================  ===============================================  ==============
 
 An image yields one match per other asset: its PDQ match when it has one, else its
@@ -35,6 +48,17 @@ when it is one (with the cosine in the evidence when that also passed), else its
 semantic match; near-duplicates come first. A text's vector has one definition, for
 queries and stored assets alike: the mean of its chunks' vectors
 (:func:`kenning.processors.text.embed.mean_vector`).
+
+An audio upload, or an audio or video asset (its soundtrack), yields one
+``audio_fingerprint`` match per recording that shares a stretch of sound with it: a
+10-second excerpt finds the recording it was cut from, with the offset (the scheme:
+:mod:`kenning.processors.av.audiomatch`; the lookup: :mod:`kenning.services.similar_audio`).
+
+A video asset or upload yields ``video_pdq`` matches: videos showing the same pictures in
+the same order (:mod:`kenning.services.video_match`, the alignment:
+:mod:`kenning.services.video_align`); a video asset then also yields the
+``audio_fingerprint`` matches of other assets, and a ``video_pdq`` match whose sound
+matches too carries that evidence as ``audio``.
 
 Thresholds: per request (``threshold`` for the query's main method, ``thresholds`` by
 method), else the tenant's (``PUT /v1/matching``), else the server's settings.
@@ -54,10 +78,12 @@ from sqlalchemy.orm import Session
 from kenning.errors import BadInput, UnsupportedMedia
 from kenning.inference.batcher import EmbeddingBatcher
 from kenning.ingest.validate import validate_upload
+from kenning.media.audioprint import AUDIO_EXTRA, fingerprint_audio, missing_chromaprint
 from kenning.media.images import safe_open_image
 from kenning.media.kinds import MediaKind
 from kenning.media.sniff import sniff
 from kenning.principal import Principal
+from kenning.processors.av.shots import sample_upload
 from kenning.processors.image import orb
 from kenning.processors.image.extra import require_image_support
 from kenning.processors.image.pdq import TRIMMED, pdq_query_hashes
@@ -66,6 +92,13 @@ from kenning.processors.text.embed import text_vector
 from kenning.processors.text.normalize import normalize_text
 from kenning.services.matching import rejected_with
 from kenning.services.scope import asset_text_vector, owned_asset
+from kenning.services.similar_audio import AUDIO_FP, asset_audio_print, audio_matches
+from kenning.services.video_match import (
+    VIDEO_PDQ,
+    asset_video_query,
+    video_matches,
+    video_query,
+)
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace, vector_namespace
 from kenning.stores.keyword.words import WORD
@@ -78,7 +111,7 @@ PDQ, NEAR_DUPLICATE, SEMANTIC = "pdq", "text_near_duplicate", "text_semantic"
 LOCAL_FEATURES = "image_local_features"
 _MIN_HITS = 2  # an asset one query descriptor happens to hit is not worth verifying
 _HITS_PER_DESCRIPTOR = 32
-METHODS = (PDQ, NEAR_DUPLICATE, SEMANTIC)
+METHODS = (PDQ, NEAR_DUPLICATE, SEMANTIC, AUDIO_FP, VIDEO_PDQ)
 _SPANS = 3  # longest shared passages shown per near-duplicate
 _SPAN_WORDS = 8  # shorter shared runs are not shown
 _SPAN_CHARS = 300
@@ -95,6 +128,12 @@ class Thresholds(BaseModel):
         None, ge=0, le=1, description="Lowest shingle resemblance (0-1).")
     text_semantic: float | None = Field(None, ge=-1, le=1,
                                         description="Lowest cosine (-1 to 1).")
+    audio_fingerprint: float | None = Field(
+        None, ge=0, le=1, description="Lowest audio fingerprint score (1 - bit error "
+        "rate of the aligned Chromaprint fingerprints, 0-1).")
+    video_pdq: int | None = Field(
+        None, ge=0, le=PDQ_BITS, description="Largest PDQ Hamming distance (0-256) at "
+        "which two sampled video frames count as the same picture.")
 
     def over(self, base: Thresholds) -> Thresholds:
         """These thresholds, with ``base``'s where these leave a method out."""
@@ -107,11 +146,14 @@ class SimilarRequest(BaseModel):
 
     asset_id: str | None = None
     text: str | None = Field(None, max_length=100_000)
-    modality: str | None = Field(None, description="'image' or 'text'; inferred if omitted.")
+    modality: str | None = Field(None, description="'image', 'text', 'audio' (a video "
+                                 "asset's soundtrack) or 'video' (its pictures, then its "
+                                 "soundtrack); inferred if omitted.")
     threshold: float | None = Field(
         None,
         description="The query's main method: PDQ largest Hamming distance (0-256) for "
-        "images, lowest cosine (-1 to 1) for texts. Overrides ``thresholds``.",
+        "images, lowest cosine (-1 to 1) for texts, lowest audio_fingerprint score (0-1) "
+        "for audio and video. Overrides ``thresholds``.",
     )
     thresholds: Thresholds | None = Field(
         None, description="Thresholds by method for this request (else the tenant's).")
@@ -124,8 +166,8 @@ class Match(BaseModel):
     title: str | None
     score: float = Field(description="0 to 1; its meaning depends on the method (see the "
                          "similarity service's documentation).")
-    method: str = Field(description="pdq, image_local_features, text_near_duplicate or "
-                        "text_semantic.")
+    method: str = Field(description="pdq, image_local_features, text_near_duplicate, "
+                        "text_semantic, audio_fingerprint or video_pdq.")
     evidence: dict[str, Any]
 
 
@@ -148,7 +190,9 @@ class SimilarityService:
         self.settings = settings
         self.defaults = Thresholds(pdq=settings.pdq_threshold,
                                    text_near_duplicate=settings.near_duplicate_threshold,
-                                   text_semantic=settings.text_similarity_threshold)
+                                   text_semantic=settings.text_similarity_threshold,
+                                   audio_fingerprint=settings.audio_fp_threshold,
+                                   video_pdq=settings.video_frame_threshold)
 
     # --- thresholds ----------------------------------------------------------------------
     def matching(self, who: Principal) -> MatchingSettings:
@@ -183,7 +227,12 @@ class SimilarityService:
         if main == SEMANTIC and not -1.0 <= req.threshold <= 1.0:
             raise BadInput("a text threshold is a cosine similarity from -1 to 1",
                            code="bad_threshold")
-        value: float = int(req.threshold) if main == PDQ else req.threshold
+        if main == AUDIO_FP and not 0.0 <= req.threshold <= 1.0:
+            raise BadInput("an audio threshold is a score from 0 to 1", code="bad_threshold")
+        if main == VIDEO_PDQ and not (0 <= req.threshold <= PDQ_BITS):
+            raise BadInput("a video threshold is a sampled frame's PDQ Hamming distance "
+                           "0-256", code="bad_threshold")
+        value: float = int(req.threshold) if main in (PDQ, VIDEO_PDQ) else req.threshold
         return chosen.model_copy(update={main: value})
 
     # --- queries -------------------------------------------------------------------------
@@ -194,9 +243,10 @@ class SimilarityService:
         self.stores.follower.catch_up()
         if upload is not None:
             sniffed = sniff(upload).kind
+            if sniffed == MediaKind.VIDEO:
+                return self._similar_video_upload(who, req, upload)
             if sniffed in (MediaKind.AUDIO, MediaKind.VIDEO):
-                raise UnsupportedMedia(f"{sniffed} files cannot be matched yet (images and "
-                                       "texts can); ingest it to have it probed")
+                return self._similar_audio_upload(who, req, upload)
             if sniffed == MediaKind.IMAGE:
                 require_image_support(self.settings)  # no PDQ without the image extra
                 t = self._thresholds(who, req, PDQ)
@@ -227,6 +277,10 @@ class SimilarityService:
             # A pair a person rejected is never proposed again (kenning.services.matching).
             rejected = rejected_with(s, who.tenant_id, req.asset_id)
         modality = req.modality or kind
+        if modality == "video":
+            return self._similar_video_asset(who, req, rejected)
+        if modality in ("audio", "video"):
+            return self._similar_audio_asset(who, req, rejected)
         if modality == "image":
             t = self._thresholds(who, req, PDQ)
             own = self._query_pdq(req.asset_id)
@@ -264,7 +318,103 @@ class SimilarityService:
             found = self._by_pdq(who, own, t, limit, exclude=asset_id) if own else []
             return self._with_local_features(who, found, self._query_orb(asset_id), limit,
                                              exclude=asset_id)
+        if kind == "video":
+            return self._video_duplicates(who, asset_id, t, limit)
         return self._asset_near_duplicates(who, asset_id, kind, t, limit)
+
+    # --- video sampled frames (video_pdq) ------------------------------------------------
+    def _similar_video_upload(self, who: Principal, req: SimilarRequest,
+                              upload: bytes) -> SimilarResponse:
+        """An uploaded video's ``video_pdq`` matches (its frames hashed in a child)."""
+        t = self._thresholds(who, req, VIDEO_PDQ)
+        validated = validate_upload(upload, self.settings)  # the ingest limits, probed
+        if validated.kind != MediaKind.VIDEO:  # a video container with sound only
+            return self._similar_audio_upload(who, req, upload)
+        samples, interval = sample_upload(upload, validated.mime, validated.duration_s,
+                                          self.settings, wait_s=self.settings.decode_wait_s)
+        query = video_query(samples, interval)
+        assert t.video_pdq is not None
+        found = video_matches(self.stores, self.settings, who, query, threshold=t.video_pdq,
+                              limit=req.limit, exclude=None)
+        return SimilarResponse(
+            query={"upload": "video", "threshold": t.video_pdq, "sample_interval_s": interval,
+                   "sampled_frames": len(samples), "matchable_frames": len(query.times)},
+            matches=self._matches(who, found, VIDEO_PDQ)[:req.limit])
+
+    def _similar_video_asset(self, who: Principal, req: SimilarRequest,
+                             rejected: set[str]) -> SimilarResponse:
+        """A stored video's ``video_pdq`` matches, then its soundtrack's
+        ``audio_fingerprint`` matches of other assets."""
+        assert req.asset_id is not None
+        t = self._thresholds(who, req, VIDEO_PDQ)
+        assert t.video_pdq is not None
+        query = asset_video_query(self.stores, req.asset_id)
+        more = req.limit + len(rejected)
+        found = video_matches(self.stores, self.settings, who, query, threshold=t.video_pdq,
+                              limit=more, exclude=req.asset_id)
+        try:  # the soundtrack's matches (threshold: the request's is a frame distance)
+            sound = self._similar_audio_asset(
+                who, req.model_copy(update={"threshold": None}), rejected).matches
+        except (BadInput, UnsupportedMedia):  # no sound, too short, not fingerprinted
+            sound = []
+        merged = _merge_video(self._matches(who, found, VIDEO_PDQ), sound)
+        return SimilarResponse(
+            query={"asset_id": req.asset_id, "threshold": t.video_pdq,
+                   "matchable_frames": len(query.times), "sample_interval_s": query.interval_s},
+            matches=[m for m in merged if m.asset_id not in rejected][:req.limit])
+
+    def _video_duplicates(self, who: Principal, asset_id: str, t: Thresholds,
+                          limit: int) -> list[Match]:
+        """A video's ``video_pdq`` matches at the tenant's thresholds (none before it is
+        sampled, or when it has no picture)."""
+        assert t.video_pdq is not None
+        try:
+            query = asset_video_query(self.stores, asset_id)
+        except BadInput:
+            return []
+        found = video_matches(self.stores, self.settings, who, query, threshold=t.video_pdq,
+                              limit=limit, exclude=asset_id)
+        return self._matches(who, found, VIDEO_PDQ)
+
+    # --- audio fingerprints ------------------------------------------------------------
+    def _similar_audio_upload(self, who: Principal, req: SimilarRequest,
+                              upload: bytes) -> SimilarResponse:
+        """An uploaded recording's ``audio_fingerprint`` matches (an upload sniffed as
+        audio that the probe finds a picture in: 415)."""
+        t = self._thresholds(who, req, AUDIO_FP)
+        validated = validate_upload(upload, self.settings)  # the ingest limits, probed
+        if validated.kind != MediaKind.AUDIO:
+            raise UnsupportedMedia("video files cannot be matched yet (images, texts and "
+                                   "audio can); ingest it to have it fingerprinted")
+        missing = missing_chromaprint()
+        if missing is not None:
+            raise UnsupportedMedia(f"this server cannot fingerprint audio ({missing})",
+                                   extra=AUDIO_EXTRA)
+        query = fingerprint_audio(upload, validated.mime, self.settings,
+                                  wait_s=self.settings.decode_wait_s)
+        assert t.audio_fingerprint is not None
+        found = audio_matches(self.stores, self.settings, who, query,
+                              threshold=t.audio_fingerprint, limit=req.limit, exclude=None)
+        return SimilarResponse(
+            query={"upload": "audio", "duration_s": round(query.duration_s, 3),
+                   "threshold": t.audio_fingerprint},
+            matches=self._matches(who, found, AUDIO_FP)[:req.limit])
+
+    def _similar_audio_asset(self, who: Principal, req: SimilarRequest,
+                             rejected: set[str]) -> SimilarResponse:
+        """A stored audio or video asset's ``audio_fingerprint`` matches (its soundtrack)."""
+        assert req.asset_id is not None
+        t = self._thresholds(who, req, AUDIO_FP)
+        assert t.audio_fingerprint is not None
+        query = asset_audio_print(self.stores, req.asset_id)
+        found = audio_matches(self.stores, self.settings, who, query,
+                              threshold=t.audio_fingerprint,
+                              limit=req.limit + len(rejected), exclude=req.asset_id)
+        matches = [m for m in self._matches(who, found, AUDIO_FP) if m.asset_id not in rejected]
+        return SimilarResponse(
+            query={"asset_id": req.asset_id, "duration_s": round(query.duration_s, 3),
+                   "threshold": t.audio_fingerprint},
+            matches=matches[:req.limit])
 
     # --- methods -----------------------------------------------------------------------
     def _query_pdq(self, asset_id: str) -> list[bytes]:
@@ -469,6 +619,17 @@ class SimilarityService:
             if a in assets
         ]
         return sorted(out, key=lambda m: (-m.score, m.asset_id))
+
+
+def _merge_video(pictures: list[Match], sound: list[Match]) -> list[Match]:
+    """One match per asset: ``video_pdq`` ones first (with the sound's evidence as
+    ``audio`` when that matched too), then the sound's matches of other assets."""
+    heard = {m.asset_id: m for m in sound}
+    out = [m.model_copy(update={"evidence": {**m.evidence, "audio": {
+        "score": heard[m.asset_id].score, **heard[m.asset_id].evidence}}})
+        if m.asset_id in heard else m for m in pictures]
+    seen = {m.asset_id for m in pictures}
+    return out + [m for m in sound if m.asset_id not in seen]
 
 
 def _merge_text(near: list[Match], semantic: list[Match], limit: int) -> list[Match]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from kenning.cli.main import highlighted, search_table, similar_table, status_table
+from kenning.cli.render import highlighted, search_table, similar_table, status_table
 
 
 def rendered(table: Table) -> str:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from kenning.container import Kenning
-from kenning.errors import KenningError, UnsupportedMedia
+from kenning.errors import BadInput, KenningError
 from kenning.ingest.service import IngestRequest
 from kenning.principal import Principal
 from kenning.services.similarity import SimilarRequest
@@ -59,8 +59,10 @@ def test_accepted_with_what_the_header_tells(
         assert asset.meta.get("width") == width
         assert asset.meta["duration_s"] > 1
         runs = set(s.scalars(select(StageRun.processor).where(StageRun.asset_id == asset.id)))
-        # The plan of the kind: the probe, then speech (and shots for a video).
-        assert "av.probe" in runs and runs <= {"av.probe", "av.shots", "av.speech"}
+        # The plan of the kind: the probe, then speech and the audio fingerprint (and
+        # shots and on-screen text for a video).
+        assert "av.probe" in runs
+        assert runs <= {"av.probe", "av.shots", "av.speech", "av.chromaprint", "av.ocr"}
         assert ("av.shots" in runs) == (kind == "video")
 
 
@@ -107,15 +109,19 @@ def test_without_pyav_audio_and_video_are_refused_up_front(
     assert "pip install 'kenning[video]'" in err.value.message
 
 
-def test_similar_refuses_audio_and_video_uploads_for_now(tmp_path: Path) -> None:
-    """/v1/similar matches images and texts; an audio or video upload is 415 with a reason,
-    never read as text."""
+def test_similar_reads_audio_and_video_uploads_by_their_own_methods(tmp_path: Path) -> None:
+    """/v1/similar answers an audio upload by its fingerprint and a video upload by its
+    sampled frames, never reading either as text: a clip too short to fingerprint is a
+    clear 422, a video with nothing stored to match yields no matches."""
     kenning = Kenning(Settings(data_dir=tmp_path, workers=0, _env_file=None))
     try:
         tenant = kenning.tenants.create_tenant("t")
         who = Principal(tenant, kenning.tenants.create_key(tenant).key_id)
-        for data in (media.audio_bytes(), media.video_bytes("bikes.mp4")):
-            with pytest.raises(UnsupportedMedia, match="cannot be matched yet"):
-                kenning.similarity.similar(who, SimilarRequest(), upload=data)
+        with pytest.raises(BadInput) as err:
+            kenning.similarity.similar(who, SimilarRequest(), upload=media.audio_bytes())
+        assert err.value.code == "audio_too_short"
+        found = kenning.similarity.similar(who, SimilarRequest(),
+                                           upload=media.video_bytes("bikes.mp4"))
+        assert found.matches == []
     finally:
         kenning.close()

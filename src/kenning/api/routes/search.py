@@ -45,8 +45,8 @@ def search(body: SearchRequest, app: App, who: Who) -> SearchResponse:
 
 @router.post(
     "/similar", response_model=SimilarResponse, openapi_extra=_SIMILAR_DOC,
-    responses=error_responses(401, 404, 413, 415, 422),
-    summary="Near-duplicates (PDQ) and similar texts for an asset, a text or a file",
+    responses=error_responses(401, 404, 413, 415, 422, 429),
+    summary="Near-duplicates (images, texts, audio, video) of an asset, a text or a file",
 )
 async def similar(request: Request, app: App, who: Who) -> SimilarResponse:
     if is_multipart(media_type(request.headers)):

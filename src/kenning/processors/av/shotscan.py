@@ -1,8 +1,10 @@
-"""The child side of ``av.shots``: decode a video once; shots, keyframes, their PDQ hashes.
+"""The child side of ``av.shots``: decode a video once; shots, keyframes, their PDQ hashes,
+and the PDQ hash of one frame every ``sample_interval_s`` (the video's sampled frames).
 
 Runs only in an isolated child (:mod:`kenning.media.isolate`, target
-``kenning.processors.av.shotscan:scan_shots``), held to the decode time and memory
-limits; the parent (:mod:`kenning.processors.av.shots`) gets plain data back.
+``kenning.processors.av.shotscan:scan_shots``, or ``scan_samples`` for an upload to
+``/v1/similar``), held to the decode time and memory limits; the parent
+(:mod:`kenning.processors.av.shots`) gets plain data back.
 
 Every frame is shrunk to ``detect_width`` pixels wide for :mod:`kenning.processors.av.cuts`
 (the adaptive content detector, decided two frames late). Each shot is split into
@@ -12,6 +14,11 @@ transition) becomes a keyframe: a JPEG whose longest side is ``keyframe_px``, wi
 PDQ hash and quality computed exactly as an uploaded image's
 (:func:`kenning.processors.image.pdq.pdq_hash`), so a frame grabbed from the video
 finds it.
+
+Sampled frames (``samples``) are hashed from the small copy the detector already made
+(turned as the video is displayed, as keyframes are), about 1 ms a frame: the first
+frame at or past each multiple of ``sample_interval_s``, at most ``max_samples``.
+Video-to-video matching (:mod:`kenning.services.video_match`) aligns them in time.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from kenning.media.avscan import decode_video
 from kenning.processors.av.cuts import AdaptiveCuts, CutParams, content_score, hsv, sharpness
 from kenning.processors.image.thumbnail import make_thumbnail
 
-__all__ = ["detect_frame", "scan_shots"]
+__all__ = ["detect_frame", "scan_samples", "scan_shots"]
 
 _SETTLE_S = 0.2
 _JPEG_QUALITY = 85
@@ -45,16 +52,36 @@ def scan_shots(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
     ``request``: what :func:`kenning.media.avscan.decode_video` takes, plus ``fps`` (the
     probe's, for the minimum shot length), ``detect_width``, ``min_shot_s``,
     ``keyframe_interval_s``, ``keyframe_px``, ``max_keyframes``, ``thumbnail_px``,
-    ``hash`` (compute PDQ). Answers ``frames``, ``duration_s``, ``shots``
+    ``hash`` (compute PDQ), ``sample_interval_s`` (0 or absent: no sampled frames) and
+    ``max_samples``. Answers ``frames``, ``duration_s``, ``shots``
     (``[start_s, end_s]`` each), ``keyframes`` (``t``, ``shot``, ``width``, ``height``,
     ``jpeg`` in base64, ``pdq`` hex and ``quality``, or ``None`` without ``hash``),
     ``dropped_keyframes`` (past ``max_keyframes``) and ``thumbnail`` (base64 JPEG of the
-    first keyframe of the longest shot).
+    first keyframe of the longest shot) and ``samples`` (``t``, ``pdq`` hex, ``quality``
+    of each sampled frame; empty without ``hash``).
     """
     scanner = _Scanner(request)
     for t, frame in decode_video(request, payload):
         scanner.add(t, frame)
     return scanner.finish()
+
+
+def scan_samples(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    """Only the sampled frames of ``payload`` (a ``/v1/similar`` video upload), hashed
+    exactly as :func:`scan_shots` hashes them: the same frames, the same small copy.
+
+    ``request``: what :func:`kenning.media.avscan.decode_video` takes, plus
+    ``detect_width``, ``sample_interval_s`` and ``max_samples``. Answers ``frames``,
+    ``duration_s`` and ``samples``.
+    """
+    sampler = _Sampler(float(request["sample_interval_s"]), int(request["max_samples"]), True)
+    width = int(request["detect_width"])
+    frames, last = 0, 0.0
+    for t, frame in decode_video(request, payload):
+        frames, last = frames + 1, max(last, t)
+        if sampler.due(t):
+            sampler.offer(t, detect_frame(frame, width), frame.rotation)
+    return {"frames": frames, "duration_s": round(last, 3), "samples": sampler.out}
 
 
 @dataclass
@@ -142,9 +169,13 @@ class _Scanner:
         self.frames = 0
         self.last_t = 0.0
         self.step = 1.0 / fps
+        self.sampler = _Sampler(float(request.get("sample_interval_s") or 0.0),
+                                int(request.get("max_samples") or 0), bool(request["hash"]))
 
     def add(self, t: float, frame: av.VideoFrame) -> None:
-        small = hsv(detect_frame(frame, self.width))
+        rgb = detect_frame(frame, self.width)
+        self.sampler.offer(t, rgb, frame.rotation)
+        small = hsv(rgb)
         score = None if self.prev is None else content_score(self.prev, small)
         self.prev = small
         self.pending.append(_Pending(self.frames, t, frame, sharpness(small[..., 2])))
@@ -171,6 +202,7 @@ class _Scanner:
             "keyframes": kf.out,
             "dropped_keyframes": kf.dropped,
             "thumbnail": self._thumbnail(shots, kf.out),
+            "samples": self.sampler.out,
         }
 
     def _thumbnail(self, shots: list[list[float]], keyframes: list[dict[str, Any]]) -> (
@@ -183,6 +215,34 @@ class _Scanner:
         with Image.open(io.BytesIO(base64.b64decode(chosen["jpeg"]))) as image:
             data, _ = make_thumbnail(image, self.thumbnail_px)
         return base64.b64encode(data).decode()
+
+
+@dataclass
+class _Sampler:
+    """PDQ of the first frame at or past each multiple of ``interval_s`` (at most
+    ``limit``), from the detector's small RGB copy, turned as displayed."""
+
+    interval_s: float
+    limit: int
+    hash: bool
+    out: list[dict[str, Any]] = field(default_factory=list)
+    _next: float = 0.0
+
+    def due(self, t: float) -> bool:
+        return (self.hash and self.interval_s > 0 and t >= self._next
+                and len(self.out) < self.limit)
+
+    def offer(self, t: float, rgb: np.ndarray, rotation: float | None) -> None:
+        if not self.due(t):
+            return
+        self._next = (int(t / self.interval_s + 1e-9) + 1) * self.interval_s
+        turns = round((rotation or 0) / 90.0) % 4
+        upright = np.ascontiguousarray(np.rot90(rgb, turns) if turns else rgb)
+        code, quality = _pdq_array(upright)
+        if code is None:
+            self.hash = False  # pdqhash is not installed: no sampled frames at all
+            return
+        self.out.append({"t": round(t, 3), "pdq": code, "quality": quality})
 
 
 def detect_frame(frame: av.VideoFrame, width: int) -> np.ndarray:
@@ -201,6 +261,15 @@ def _render(frame: av.VideoFrame, px: int) -> Image.Image:
     image = Image.fromarray(frame.reformat(width=w, height=h, format="rgb24").to_ndarray())
     rotation = round((frame.rotation or 0) / 90.0) % 4 * 90
     return image.rotate(rotation, expand=True) if rotation else image
+
+
+def _pdq_array(rgb: np.ndarray) -> tuple[str | None, int | None]:
+    try:
+        import pdqhash
+    except ImportError:  # the image and video extras bring it
+        return None, None
+    vector, quality = pdqhash.compute(rgb)
+    return np.packbits(np.asarray(vector, dtype=np.uint8)).tobytes().hex(), int(quality)
 
 
 def _pdq(image: Image.Image) -> tuple[str | None, int | None]:

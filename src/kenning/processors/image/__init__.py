@@ -1,5 +1,7 @@
 """Image processors: guarded decode + EXIF, thumbnail, PDQ fingerprints, ORB local
-features (unless ``settings.orb_keypoints`` is 0), OCR.
+features (unless ``settings.orb_keypoints`` is 0), OCR; image-text (CLIP) embeddings when
+``settings.clip_model_dir`` is set (:mod:`kenning.processors.image.clip`, registered by
+:func:`kenning.processors.builtin.image_processors`).
 
 They need the ``image`` extra (see :mod:`kenning.processors.image.extra`); without it
 the package still imports, but they are not registered.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from kenning.inference.ocr import OcrBackend
 from kenning.pipeline.processor import Processor
+from kenning.processors.image.clip import EmbedImageClip, EmbedKeyframesClip
 from kenning.processors.image.decode import DecodeImage
 from kenning.processors.image.ocr import OcrImage
 from kenning.processors.image.orb import ImageOrb
@@ -19,6 +22,8 @@ from kenning.settings import Settings
 __all__ = [
     "PROCESSORS",
     "DecodeImage",
+    "EmbedImageClip",
+    "EmbedKeyframesClip",
     "HashPdq",
     "ImageOrb",
     "OcrImage",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -122,6 +122,14 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only Core connection, one snapshot for its statements: for hot read
+        paths (a search's candidate and row lookups) that want rows, not ORM objects, and
+        none of a session's bookkeeping."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     def upgrade(self, revision: str = "head") -> None:
         """Apply Alembic migrations up to ``revision``."""

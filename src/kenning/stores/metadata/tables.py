@@ -441,6 +441,8 @@ class Event(Base):
         # the cascade of an asset's delete, which a (tenant_id, asset_id) index would not.
         Index("ix_event_asset_at", "asset_id", "at"),
         Index("ix_event_tenant_author_at", "tenant_id", "author_id", "at"),
+        # A tenant's events of one type in a time window (the exposure audit, 0008).
+        Index("ix_event_tenant_type_at", "tenant_id", "type", "at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(32))

@@ -61,7 +61,7 @@ def test_the_plan_of_audio_and_video_starts_with_the_probe(
     for kind in (MediaKind.AUDIO, MediaKind.VIDEO):
         plan = [st.name for st in kenning.registry.plan(kind)]
         assert plan[0] == "av.probe"
-        assert set(plan) <= {"av.probe", "av.shots", "av.speech"}
+        assert set(plan) <= {"av.probe", "av.shots", "av.speech", "av.chromaprint", "av.ocr"}
     assert "av" in kenning.registry.queues()
 
 

@@ -1,0 +1,1 @@
+"""Recommendations: candidate sources, ranking, re-ranking, explanations and audits."""
