@@ -85,8 +85,10 @@ class Server:
     """``kenning serve`` on a free loopback port with JSON logs in ``data_dir/server.log``."""
 
     def __init__(self, data_dir: Path, args: Sequence[str] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 command: Sequence[str] | None = None) -> None:
         self.data_dir = data_dir
+        self.command = list(command) if command else kenning_command()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
@@ -100,7 +102,7 @@ class Server:
     def start(self, timeout_s: float = 300) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*kenning_command(), "serve", "--data-dir", str(self.data_dir),
+                [*self.command, "serve", "--data-dir", str(self.data_dir),
                  "--port", str(self.port), *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env,
             )

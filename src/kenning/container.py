@@ -86,7 +86,7 @@ class Kenning:
             time_limit_s=self._time_limit_s,
             webhook_max_attempts=self.settings.webhook_max_attempts,
         )
-        self.tenants = TenantService(self.stores.db)
+        self.tenants = TenantService(self.stores.db, remember_s=self.settings.auth_cache_s)
         self.audit = AuditService(self.stores.db)
         self.webhooks = WebhookService(self.stores.db, self.settings)
         self.runner = StepRunner(

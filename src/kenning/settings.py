@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     bootstrap_tenant: str = Field(
         "default", description="Tenant created with a bootstrap key on first start."
     )
+    auth_cache_s: float = Field(
+        2.0, ge=0, description="Seconds an API key verified against the database is "
+        "answered from memory (no query, no thread hop per request); a key revoked in the "
+        "database keeps working for at most this long in a process that saw it. 0: check "
+        "every request.",
+    )
     log_level: str = Field("INFO", description="Logging level for JSON logs.")
     log_json: bool = Field(True, description="Emit one JSON object per log line.")
 

@@ -227,6 +227,34 @@ def test_revoked_key_is_refused_and_others_keep_working(
     assert tenants.authenticate(kept.key).key_id == kept.key_id
 
 
+def test_a_verified_key_is_remembered_for_auth_cache_s_only(
+    tenants: TenantService, tenant_id: str
+) -> None:
+    """``remembered`` answers a key verified less than ``remember_s`` ago from memory; a
+    key revoked meanwhile works until then, never after; unknown keys are never kept."""
+    now = [1000.0]
+    cached = TenantService(tenants.db, remember_s=2.0, clock=lambda: now[0])
+    issued = cached.create_key(tenant_id, "cached")
+    assert cached.remembered(issued.key) is None  # not verified yet
+    who = cached.authenticate(issued.key)
+    assert cached.remembered(issued.key) == who
+    with cached.db.session() as s:
+        key = s.get(ApiKey, issued.key_id)
+        assert key is not None
+        key.revoked_at = utcnow()
+    now[0] += 1.9
+    assert cached.remembered(issued.key) == who  # within the bound it promised
+    now[0] += 0.2
+    assert cached.remembered(issued.key) is None
+    with pytest.raises(Unauthorized):
+        cached.authenticate(issued.key)
+    assert cached.remembered(issued.key) is None
+    with pytest.raises(Unauthorized):
+        cached.authenticate("kn_not-a-real-key")
+    assert cached.remembered("kn_not-a-real-key") is None
+    assert TenantService(tenants.db).remembered(issued.key) is None  # 0: never from memory
+
+
 def test_bootstrap_writes_a_private_key_file_once(tenants: TenantService, tmp_path: Path) -> None:
     name = f"default-{uuid.uuid4().hex}"
     path = tmp_path / "state" / "bootstrap_api_key"

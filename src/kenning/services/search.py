@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -214,11 +215,14 @@ class SearchService:
         if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
             # Its stopwords leave the keyword query; in hybrid mode it sets the weights.
             query_language = self.query_language(query)
-            # The keyword leg runs beside the semantic one (SQLite and the model both
-            # release the GIL): a hybrid query waits for the slower leg, not for both.
-            pending = self._legs.submit(
-                self.stores.keyword.search, who.tenant_id, query, depth,
-                asset_ids=allowed_assets, language=query_language)
+            # In hybrid mode the keyword leg runs beside the semantic one (SQLite and the
+            # model both release the GIL): the query waits for the slower leg, not both.
+            words = partial(self.stores.keyword.search, who.tenant_id, query, depth,
+                            asset_ids=allowed_assets, language=query_language)
+            if mode == SearchMode.HYBRID:
+                pending = self._legs.submit(words)
+            else:
+                keyword = {found.id: (found.score, found.highlight) for found in words()}
         if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
             vectors = self._semantic(who, query, req.asset_id, depth, allowed_assets)
         if mode == SearchMode.CROSS_MODAL:

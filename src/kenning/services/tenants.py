@@ -6,10 +6,13 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from kenning.errors import Conflict, Unauthorized
 from kenning.principal import Principal
@@ -32,9 +35,21 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+_REMEMBERED_KEYS = 10_000
+"""Most verified keys held in memory at once (a flood of distinct valid keys is bounded)."""
+_KEY_BY_HASH = select(ApiKey.id, ApiKey.tenant_id, ApiKey.key_hash, ApiKey.revoked_at).where(
+    ApiKey.key_hash == bindparam("digest"))
+
+
 class TenantService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, remember_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
+        self.remember_s = remember_s
+        """How long a verified key is answered from memory (``auth_cache_s``)."""
+        self._clock = clock
+        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
 
     def create_tenant(self, name: str) -> str:
         with self.db.session() as s:
@@ -74,18 +89,44 @@ class TenantService:
                    after={"name": name, "prefix": key.prefix})
             return IssuedKey(tenant_id, key.id, secret)
 
+    def remembered(self, presented: str | None) -> Principal | None:
+        """The caller of a key verified less than ``remember_s`` ago, without I/O (so the
+        API answers it on its event loop); None: verify it with :meth:`authenticate`.
+
+        A key revoked in the database keeps working here for at most ``remember_s``.
+        """
+        if not presented or self.remember_s <= 0:
+            return None
+        digest = hash_key(presented)
+        with self._lock:
+            found = self._verified.get(digest)
+        if found is None or found[1] < self._clock():
+            return None
+        return found[0]
+
     def authenticate(self, presented: str | None) -> Principal:
         if not presented:
             raise Unauthorized("missing API key: send Authorization: Bearer <key>")
         digest = hash_key(presented)
-        with self.db.session(write=False) as s:
-            key = s.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+        with self.db.reading() as conn:  # every request: a prebuilt Core statement
+            key = conn.execute(_KEY_BY_HASH, {"digest": digest}).first()
         # compare_digest keeps the final check constant-time even though lookup is by hash.
         if key is None or key.revoked_at is not None or not hmac.compare_digest(
             key.key_hash, digest
         ):
+            with self._lock:
+                self._verified.pop(digest, None)
             raise Unauthorized("invalid API key")
-        return Principal(key.tenant_id, key.id)
+        who = Principal(key.tenant_id, key.id)
+        if self.remember_s > 0:
+            now = self._clock()
+            with self._lock:
+                if len(self._verified) >= _REMEMBERED_KEYS:  # keys seen long ago go first
+                    self._verified = {d: v for d, v in self._verified.items() if v[1] >= now}
+                    if len(self._verified) >= _REMEMBERED_KEYS:
+                        self._verified.clear()
+                self._verified[digest] = (who, now + self.remember_s)
+        return who
 
     def bootstrap(self, name: str, key_path: Path) -> IssuedKey | None:
         """On first start: create the default tenant and a key, saved to ``key_path``.

@@ -267,10 +267,10 @@ class IndexFollower:
     def _catch_up(self) -> int:
         seen = self._fill_gaps() if self._gaps else 0
         while True:
-            with self.db.session(write=False) as s:
-                entries = index_log.read(s, after=self._read_to, limit=self.batch)
+            with self.db.reading() as conn:
+                entries = index_log.read(conn, after=self._read_to, limit=self.batch)
                 holes = bool(entries) and entries[-1].seq - self._read_to > len(entries)
-                mark = index_log.horizon(s) if holes else None
+                mark = index_log.horizon(conn) if holes else None
             if not entries:
                 break
             self._note_holes(entries, mark)

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from kenning.stores.keyword.protocol import KeywordDoc
@@ -150,13 +150,18 @@ def _insert(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.execute(insert(IndexLog), list(rows))
 
 
-def read(session: Session, *, after: int, limit: int, upto: int | None = None) -> list[LogEntry]:
+_READ = (select(IndexLog.seq, IndexLog.kind, IndexLog.op, IndexLog.item_id, IndexLog.namespace)
+         .where(IndexLog.seq > bindparam("after")).order_by(IndexLog.seq)
+         .limit(bindparam("limit")))
+"""Built once: every search starts by reading the log (usually finding nothing new)."""
+
+
+def read(session: Session | Connection, *, after: int, limit: int,
+         upto: int | None = None) -> list[LogEntry]:
     """Entries with ``after < seq (<= upto)``, in seq order, at most ``limit``."""
-    query = select(IndexLog.seq, IndexLog.kind, IndexLog.op, IndexLog.item_id,
-                   IndexLog.namespace).where(IndexLog.seq > after)
-    if upto is not None:
-        query = query.where(IndexLog.seq <= upto)
-    return [LogEntry(*row) for row in session.execute(query.order_by(IndexLog.seq).limit(limit))]
+    query = _READ if upto is None else _READ.where(IndexLog.seq <= upto)
+    rows = session.execute(query, {"after": after, "limit": limit})
+    return [LogEntry(*row) for row in rows]
 
 
 def top(session: Session) -> int:
@@ -164,7 +169,12 @@ def top(session: Session) -> int:
     return int(session.scalar(select(func.max(IndexLog.seq))) or 0)
 
 
-def horizon(session: Session) -> int | None:
+def _dialect(session: Session | Connection) -> str:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    return bind.dialect.name
+
+
+def horizon(session: Session | Connection) -> int | None:
     """PostgreSQL: the first transaction id not yet handed out.
 
     A seq is drawn when its row is inserted but becomes visible at commit, so a reader can
@@ -173,7 +183,7 @@ def horizon(session: Session) -> int | None:
     the number is committed (visible) or lost for good. ``None`` on SQLite, whose one
     writer at a time commits entries in seq order.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if _dialect(session) != "postgresql":
         return None
     return int(session.scalar(text("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")))
 

@@ -27,8 +27,8 @@ SQL for the candidates the GIN index finds, from the tenant's statistics::
 
 with ``N`` the tenant's documents, ``avgdl`` their mean length and ``df(q)`` how many of
 them contain ``q`` (FTS5 counts these over the whole table, every tenant together).
-Searches run the passes of :func:`~kenning.stores.keyword.stopwords.passes` (every word;
-every word but stopwords; any of those), each group by score, then id.
+Searches run the passes of :func:`~kenning.stores.keyword.stopwords.passes` (every word
+but stopwords; any of those), each group by score, then id.
 
 Writers lock the tenants they touch (transaction advisory locks, in one global order)
 before any row, and :meth:`apply_log` first locks the mark row; a write that finds a

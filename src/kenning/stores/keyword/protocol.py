@@ -80,10 +80,10 @@ class KeywordIndex(Protocol):
         """Up to ``k`` of the tenant's documents matching the words of ``query``.
 
         Passes (:func:`~kenning.stores.keyword.stopwords.passes`), each filling what is
-        left of ``k``: documents containing every word; then every word but the
-        stopwords of ``language`` (ISO 639-1; ``None``: see
-        :mod:`~kenning.stores.keyword.stopwords`); then any of those, so a stopword
-        alone never makes a document match. Within a pass by BM25, then id.
+        left of ``k``: documents containing every word but the stopwords of
+        ``language`` (ISO 639-1; ``None``: see :mod:`~kenning.stores.keyword.stopwords`;
+        every word when all are stopwords); then any of those, so a stopword alone never
+        makes a document match. Within a pass by BM25, then id.
         ``asset_ids`` restricts the search to those assets. Any string is a valid
         query: one without words returns ``[]``.
         """

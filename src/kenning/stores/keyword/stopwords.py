@@ -61,11 +61,16 @@ def content_terms(terms: list[str], language: str | None) -> list[str]:
 def passes(terms: list[str], language: str | None) -> list[tuple[str, list[str]]]:
     """The passes of a search, each ``(op, terms)`` with ``op`` ``"&"`` (every term) or
     ``"|"`` (any term), run in order, each adding documents the earlier ones missed:
-    every word of the query; then every word but stopwords; then any of those."""
+    every word but stopwords (every word when all are stopwords); then any of those.
+
+    No pass asks for the stopwords of a query that has other words. A pass requiring them
+    too (tried first, once) only lifted the documents that also hold them above the rest
+    of the same content-word matches, a lift BM25 itself gives near-universal words
+    almost no weight for; and their posting lists (every document holds "the") made its
+    cost grow with the size of the index.
+    """
     content = content_terms(terms, language)
-    out = [("&", terms)]
-    if content != terms:
-        out.append(("&", content))
+    out = [("&", content)]
     if len(content) > 1:
         out.append(("|", content))
     return out
