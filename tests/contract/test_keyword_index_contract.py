@@ -15,6 +15,7 @@ import pytest
 
 from kenning.stores.keyword import KeywordDoc, KeywordHit, KeywordIndex, SQLiteKeywordIndex
 from kenning.stores.keyword.postgres_index import PostgresKeywordIndex
+from kenning.stores.keyword.words import highlight
 
 KeywordIndexFactory = Callable[[Path], KeywordIndex]
 
@@ -364,3 +365,37 @@ def test_chinese_and_japanese_queries_find_their_documents(index: KeywordIndex) 
 def test_diacritics_fold_both_ways(index: KeywordIndex, stored: str, query: str) -> None:
     index.upsert([KeywordDoc(1, "t1", "a", f"news from {stored} today")])
     assert ids(index.search("t1", query, 10)) == [1]
+
+
+# --------------------------------------------------------------------------- highlights later
+
+LATER = [
+    KeywordDoc(1, "t1", "a1", "Flood <b>warning</b> & evacuation for the river towns. " * 3),
+    KeywordDoc(2, "t1", "a2", "The council met on the flood levy; residents asked about "
+               "insurance, the river and what the warning sirens mean at night.",
+               title="River plans"),
+    KeywordDoc(3, "t1", "a3", "澳大利亚的山火已经持续了数周，烟雾笼罩悉尼。"),  # noqa: RUF001
+    KeywordDoc(4, "t1", "a4", "Die Waldbrände in Australien wüten seit Wochen"),
+    *[KeywordDoc(900 + i, "t1", f"f{i}", text) for i, text in enumerate(FILLER)],
+]
+
+
+@pytest.mark.parametrize("query", [
+    "flood warning", "the river", "river plans", "澳大利亚山火", "Waldbrände in Australien",
+    "evacuation insurance sirens",
+])
+def test_highlights_cut_later_from_terms_are_the_searchs_own(
+    index: KeywordIndex, query: str
+) -> None:
+    """``highlights=False`` ranks alike and hands each hit the words of its pass; the
+    highlight cut from the document's text with them (what search shows for the hits it
+    keeps) is the one the search would have made."""
+    index.upsert(LATER)
+    texts = {doc.id: doc.text for doc in LATER}
+    full = index.search("t1", query, 20)
+    bare = index.search("t1", query, 20, highlights=False)
+    assert full, query
+    assert [(h.id, h.score, h.terms) for h in bare] == [(h.id, h.score, h.terms) for h in full]
+    assert all(h.highlight == "" and h.terms for h in bare)
+    for hit in full:
+        assert highlight(texts[hit.id], hit.terms) == hit.highlight

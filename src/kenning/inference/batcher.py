@@ -5,6 +5,11 @@ into batches capped by item count and a character budget (a token-budget proxy),
 the model once per batch and hands each caller its rows. Callers that gave up (their
 future was cancelled) are dropped before the model runs. Batch sizes and model time are
 recorded as metrics inside the batcher itself.
+
+With no wait window (``wait_ms`` 0, the default), a caller that finds the model idle and
+nothing queued runs its own texts on its own thread: a lone search query pays no
+hand-over to the owner thread and back. The model lock keeps one model call at a time
+either way, so while the model is busy requests queue and are batched as before.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class EmbeddingBatcher:
         # Held while enqueueing and while closing: no request can slip in behind the
         # stop sentinel, so every accepted request is answered.
         self._gate = threading.Lock()
+        # Held by whoever runs the model: the owner thread, or a caller that found it idle.
+        self._model = threading.Lock()
         self._thread.start()
 
     @property
@@ -61,11 +68,19 @@ class EmbeddingBatcher:
         """Embed texts (blocking); may share a model call with other threads."""
         if not texts:
             return np.zeros((0, self.backend.dim), dtype=np.float32)
-        request = _Request(list(texts), Future())
         with self._gate:
             if self._stopped.is_set():
                 raise RuntimeError("embedding batcher is closed")
-            self._queue.put(request)
+            inline = (self._wait_s <= 0 and self._queue.empty()
+                      and self._model.acquire(blocking=False))
+            if not inline:
+                request = _Request(list(texts), Future())
+                self._queue.put(request)
+        if inline:
+            try:
+                return self._run(list(texts))
+            finally:
+                self._model.release()
         try:
             return request.future.result(timeout=timeout)
         except TimeoutError:
@@ -93,11 +108,25 @@ class EmbeddingBatcher:
         parts.append(self.backend.embed(texts[start:]))
         return parts[0] if len(parts) == 1 else np.vstack(parts)
 
+    def _run(self, texts: list[str]) -> np.ndarray:
+        """One batch through the model (the caller holds the model lock), measured."""
+        INFERENCE_BATCH_SIZE.labels(self.model_id).observe(len(texts))
+        started = time.perf_counter()
+        vectors = self._embed_bounded(texts)
+        if len(vectors) != len(texts):
+            raise RuntimeError(
+                f"{self.model_id} returned {len(vectors)} rows for {len(texts)} texts")
+        INFERENCE_SECONDS.labels(self.model_id).observe(time.perf_counter() - started)
+        return vectors
+
     def _next_batch(self) -> list[_Request] | None:
         first = self._carry or self._queue.get()
         self._carry = None
         if first is None:
             return None
+        # The model lock first (a caller may be running the model itself), then what
+        # queued meanwhile joins this batch. The caller of _next_batch releases it.
+        self._model.acquire()
         batch, items, chars = [first], len(first.texts), sum(map(len, first.texts))
         deadline = time.monotonic() + self._wait_s
         while items < self._max_items and chars < self._max_chars:
@@ -125,23 +154,18 @@ class EmbeddingBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            texts = [t for r in live for t in r.texts]
-            INFERENCE_BATCH_SIZE.labels(self.model_id).observe(len(texts))
-            started = time.perf_counter()
             try:
-                vectors = self._embed_bounded(texts)
-                if len(vectors) != len(texts):
-                    raise RuntimeError(
-                        f"{self.model_id} returned {len(vectors)} rows for {len(texts)} texts"
-                    )
+                live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+                if not live:
+                    continue
+                texts = [t for r in live for t in r.texts]
+                vectors = self._run(texts)
             except BaseException as exc:  # hand the failure to every caller
                 for r in live:
                     r.future.set_exception(exc)
                 continue
-            INFERENCE_SECONDS.labels(self.model_id).observe(time.perf_counter() - started)
+            finally:
+                self._model.release()
             offset = 0
             for r in live:
                 r.future.set_result(vectors[offset : offset + len(r.texts)])

@@ -50,6 +50,7 @@ from kenning.services.fusion import FusedHit, FusionWeights, LegHit, fuse, ranke
 from kenning.services.scope import asset_text_vector, owned_asset
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, vector_namespace
+from kenning.stores.keyword.words import highlight
 from kenning.stores.metadata.repair import sanitize_metadata
 from kenning.stores.metadata.tables import Asset, Embedding, Segment
 
@@ -208,7 +209,7 @@ class SearchService:
         if allowed_assets is not None and not allowed_assets:
             return SearchResponse(mode=mode, hits=[])
 
-        keyword: dict[int, tuple[float, str]] = {}
+        keyword: dict[int, tuple[float, tuple[str, ...]]] = {}  # segment -> score, terms
         vectors: dict[int, float] = {}  # embedding id -> cosine
         query_language = None
         pending = None
@@ -217,18 +218,20 @@ class SearchService:
             query_language = self.query_language(query)
             # In hybrid mode the keyword leg runs beside the semantic one (SQLite and the
             # model both release the GIL): the query waits for the slower leg, not both.
+            # No snippets: only the shown hits get a highlight, cut below from their text.
             words = partial(self.stores.keyword.search, who.tenant_id, query, depth,
-                            asset_ids=allowed_assets, language=query_language)
+                            asset_ids=allowed_assets, language=query_language,
+                            highlights=False)
             if mode == SearchMode.HYBRID:
                 pending = self._legs.submit(words)
             else:
-                keyword = {found.id: (found.score, found.highlight) for found in words()}
+                keyword = {found.id: (found.score, found.terms) for found in words()}
         if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
             vectors = self._semantic(who, query, req.asset_id, depth, allowed_assets)
         if mode == SearchMode.CROSS_MODAL:
             vectors = self._cross_modal(who, query, req.asset_id, depth, allowed_assets)
         if pending is not None:
-            keyword = {found.id: (found.score, found.highlight) for found in pending.result()}
+            keyword = {found.id: (found.score, found.terms) for found in pending.result()}
 
         with self.stores.db.reading() as conn:
             # One lookup for every candidate: the tenant scope, the filters and what was
@@ -270,7 +273,7 @@ class SearchService:
                     asset_id=row.asset_id, kind=row.asset_kind, title=row.title,
                     segment_id=hit.segment_id, segment_kind=row.kind, start_s=row.start_s,
                     end_s=row.end_s, text=row.text,
-                    highlight=keyword.get(hit.segment_id, (0.0, None))[1],
+                    highlight=_highlight(row.text, keyword.get(hit.segment_id)),
                     score=round(hit.score, 6), scores=scores,
                     language=row.language, metadata=sanitize_metadata(row.meta),
                     explain=_explain(hit) if req.explain else None,
@@ -413,6 +416,13 @@ def _explain(hit: FusedHit) -> dict[str, HitComponent]:
     return {leg: HitComponent(rank=c.rank, score=round(c.score, 6), segment_id=c.segment_id,
                               weight=c.weight, contribution=round(c.contribution, 6))
             for leg, c in hit.components.items()}
+
+
+def _highlight(text: str | None, found: tuple[float, tuple[str, ...]] | None) -> str | None:
+    """A keyword hit's highlight, cut from its segment's text for the hits shown."""
+    if found is None or not text:
+        return None
+    return highlight(text, found[1])
 
 
 def _keyframe(kind: str, data: Any) -> int | None:

@@ -107,6 +107,7 @@ class IndexFollower:
         self._loaded = False
         self._floor = dict.fromkeys(KINDS, 0)  # entries <= floor are in that index already
         self._read_to = 0  # every seq <= this was read, or is in a gap
+        self._read_at: int | None = None  # the database's commit counter at that read
         self._gaps: list[_Gap] = []
         self._unsaved = 0  # entries read since the last snapshot
         self._saved_at = clock()
@@ -148,6 +149,7 @@ class IndexFollower:
                 self._floor["vector"], self._floor["hash"] = v, h
             self._floor["keyword"] = self._keyword_floor(newest)
             self._read_to = min(self._floor.values())
+            self._read_at = None
             self._gaps = []
             self._loaded = True
             counts["applied"] = self._catch_up()
@@ -265,6 +267,16 @@ class IndexFollower:
 
     # --- catching up -------------------------------------------------------------------
     def _catch_up(self) -> int:
+        # SQLite: nothing committed since the last full read (and no gap waiting to
+        # close) means nothing to read; every search starts here.
+        counter = self.db.commit_counter()
+        if counter is not None and counter == self._read_at and not self._gaps:
+            return 0
+        seen = self._catch_up_log()
+        self._read_at = counter
+        return seen
+
+    def _catch_up_log(self) -> int:
         seen = self._fill_gaps() if self._gaps else 0
         while True:
             with self.db.reading() as conn:

@@ -89,6 +89,41 @@ def test_concurrent_callers_share_one_model_call_and_get_their_own_rows() -> Non
     assert batcher.model_id == "counting-test" and batcher.dim == 8
 
 
+def test_without_a_wait_a_lone_caller_runs_the_model_itself_and_a_busy_model_batches(
+) -> None:
+    """wait_ms 0: an idle model runs a lone request on the caller's thread (no hand-over);
+    requests that arrive while it is busy queue and share the next call."""
+    threads: list[str] = []
+
+    class Recording(CountingBackend):
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            threads.append(threading.current_thread().name)
+            return super().embed(texts)
+
+    backend = Recording()
+    batcher = EmbeddingBatcher(backend, max_items=16, max_chars=100_000, wait_ms=0)
+    try:
+        np.testing.assert_array_equal(batcher.embed(["alone"]), expected(["alone"]))
+        assert threads == [threading.current_thread().name]
+        backend.gate.clear()  # the next call holds the model until the gate opens
+        backend.entered.clear()
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(batcher.embed, ["first"])
+            assert backend.entered.wait(10)
+            rest = [pool.submit(batcher.embed, [f"queued {i}"]) for i in range(3)]
+            while batcher._queue.unfinished_tasks < 3:  # all three queued behind the model
+                threading.Event().wait(0.01)
+            backend.gate.set()
+            np.testing.assert_array_equal(first.result(10), expected(["first"]))
+            for i, future in enumerate(rest):
+                np.testing.assert_array_equal(future.result(10), expected([f"queued {i}"]))
+    finally:
+        batcher.close()
+    assert backend.calls[:2] == [["alone"], ["first"]]
+    assert sorted(backend.calls[2]) == [f"queued {i}" for i in range(3)]  # one shared call
+    assert len(backend.calls) == 3
+
+
 def test_max_items_caps_every_model_call() -> None:
     backend = CountingBackend()
     batcher = EmbeddingBatcher(backend, max_items=4, max_chars=100_000, wait_ms=LONG_WAIT_MS)

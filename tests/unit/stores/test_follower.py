@@ -101,7 +101,7 @@ def test_applying_again_from_an_older_mark_changes_nothing(world: World) -> None
     assert (counts(world, again), again.vectors.search(world.segment_ns, unit(2), 3)) == before
 
 
-def test_nothing_new_costs_one_query(world: World) -> None:
+def test_nothing_new_costs_one_query_at_most(world: World) -> None:
     follower = world.indexes(persistent=False)
     with world.write() as (s, changes):
         world.add(s, changes, 2)
@@ -117,7 +117,15 @@ def test_nothing_new_costs_one_query(world: World) -> None:
     finally:
         event.remove(world.db.engine, "before_cursor_execute", seen)
     selects = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 1 and "index_log" in selects[0]
+    if world.db.dialect == "sqlite":  # the commit counter says nothing was committed
+        assert selects == []
+    else:
+        assert len(selects) == 1 and "index_log" in selects[0]
+    # Whatever commits next is read by the next catch-up (the counter moved).
+    with world.write() as (s, changes):
+        world.add(s, changes, 1, seed=2)
+    assert follower.catch_up() == 3  # its vector, hash and keyword entries
+    assert follower.catch_up() == 0
 
 
 def test_snapshot_then_crash_loses_nothing(world: World) -> None:

@@ -291,6 +291,7 @@ class PostgresKeywordIndex:
         *,
         asset_ids: Collection[str] | None = None,
         language: str | None = None,
+        highlights: bool = True,
     ) -> list[KeywordHit]:
         """BM25 search of the tenant's documents, pass by pass (see the protocol)."""
         terms = _query_lexemes(query)
@@ -302,9 +303,9 @@ class PostgresKeywordIndex:
             c = conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot
             for op, words in passes(terms, language):
                 seen = [h.id for h in hits]
-                wanted = set(words)
+                wanted, found = set(words), tuple(words)
                 hits += [KeywordHit(int(r.id), str(r.asset_id), float(r.score),
-                                    snippet(r.body, wanted))
+                                    snippet(r.body, wanted) if highlights else "", found)
                          for r in c.execute(*self._search(tenant_id, words, op, k - len(hits),
                                                           assets, seen))]
                 if len(hits) >= k:

@@ -44,12 +44,15 @@ class KeywordDoc:
 @dataclass(frozen=True)
 class KeywordHit:
     """One match: ``score`` is higher-is-better BM25; ``highlight`` is an HTML-escaped
-    snippet of the text with matched terms wrapped in ``<mark>...</mark>``."""
+    snippet of the text with matched terms wrapped in ``<mark>...</mark>`` (``""`` when
+    the search was asked for none); ``terms``: the folded words of the pass that found it,
+    what :func:`~kenning.stores.keyword.words.highlight` marks in the document's text."""
 
     id: int
     asset_id: str
     score: float
     highlight: str
+    terms: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -76,6 +79,7 @@ class KeywordIndex(Protocol):
         *,
         asset_ids: Collection[str] | None = None,
         language: str | None = None,
+        highlights: bool = True,
     ) -> list[KeywordHit]:
         """Up to ``k`` of the tenant's documents matching the words of ``query``.
 
@@ -85,7 +89,8 @@ class KeywordIndex(Protocol):
         every word when all are stopwords); then any of those, so a stopword alone never
         makes a document match. Within a pass by BM25, then id.
         ``asset_ids`` restricts the search to those assets. Any string is a valid
-        query: one without words returns ``[]``.
+        query: one without words returns ``[]``. ``highlights=False`` skips the snippets
+        (a caller that shows few of the hits cuts them from ``terms`` itself).
         """
         ...
 

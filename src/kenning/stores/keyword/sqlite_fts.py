@@ -80,6 +80,16 @@ ORDER BY top.rank, top.id
 """
 """Ranks first, then cuts snippets for the ``k`` best only (a query matching most of the
 index made a snippet per match)."""
+_SEARCH_BARE = f"""
+SELECT rowid, asset_id, -bm25(keyword_fts, 1.0, {TITLE_WEIGHT}) AS score
+FROM keyword_fts
+WHERE keyword_fts MATCH :match AND tenant_id = :tenant
+  AND (:assets IS NULL OR asset_id IN (SELECT value FROM json_each(:assets)))
+  AND rowid NOT IN (SELECT value FROM json_each(:exclude))
+ORDER BY score DESC, rowid
+LIMIT :k
+"""
+"""The same ranking without snippets (``highlights=False``)."""
 
 
 def _fts_string(term: str) -> str:
@@ -221,6 +231,7 @@ class SQLiteKeywordIndex:
         *,
         asset_ids: Collection[str] | None = None,
         language: str | None = None,
+        highlights: bool = True,
     ) -> list[KeywordHit]:
         """BM25 search of the tenant's documents, pass by pass (see the protocol)."""
         terms = query_terms(query)
@@ -234,10 +245,15 @@ class SQLiteKeywordIndex:
                     "tenant": tenant_id, "assets": assets, "k": k - len(hits),
                     "exclude": json.dumps([h.id for h in hits]),
                     "match": (" " if op == "&" else " OR ").join(map(_fts_string, words))}
-                wanted = set(words)
-                hits += [KeywordHit(int(r[0]), str(r[1]), float(r[2]),
-                                    _highlight(r[3]) if r[4] is None else snippet(r[4], wanted))
-                         for r in self._conn.execute(_SEARCH, params)]
+                wanted, found = set(words), tuple(words)
+                if not highlights:
+                    hits += [KeywordHit(int(r[0]), str(r[1]), float(r[2]), "", found)
+                             for r in self._conn.execute(_SEARCH_BARE, params)]
+                else:
+                    hits += [KeywordHit(int(r[0]), str(r[1]), float(r[2]),
+                                        _highlight(r[3]) if r[4] is None
+                                        else snippet(r[4], wanted), found)
+                             for r in self._conn.execute(_SEARCH, params)]
                 if len(hits) >= k:
                     break
         return hits

@@ -19,6 +19,7 @@ import functools
 import html
 import re
 import unicodedata
+from collections.abc import Iterable
 
 WORD = re.compile(r"[^\W_]+")  # letter/digit runs, "_" splits
 _CJK_CHARS = ("\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
@@ -103,6 +104,12 @@ def query_terms(query: str) -> list[str]:
     """The distinct folded words of ``query`` (NFKC first, as documents), in order, at
     most :data:`MAX_QUERY_TERMS`."""
     return list(dict.fromkeys(words(unicodedata.normalize("NFKC", query))))[:MAX_QUERY_TERMS]
+
+
+def highlight(text: str, terms: Iterable[str]) -> str:
+    """The highlight of a document of ``text`` found by ``terms`` (a hit's ``terms``):
+    what a search returns, cut later for just the hits shown."""
+    return snippet(unicodedata.normalize("NFKC", text), set(terms))
 
 
 def snippet(body: str, terms: set[str]) -> str:

@@ -7,6 +7,8 @@ through Alembic migrations shipped inside the package (``kenning db upgrade``).
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,6 +104,8 @@ class Database:
         self._writes = sessionmaker(
             self.engine.execution_options(kenning_write=True), expire_on_commit=False
         )
+        self._watch: sqlite3.Connection | None = None
+        self._watch_lock = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -141,7 +145,24 @@ class Database:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1
 
+    def commit_counter(self) -> int | None:
+        """SQLite: a number that changes whenever any other connection (this process's
+        pool included) commits to the file (``PRAGMA data_version`` on a connection of
+        its own, no SQL parsing or pool checkout); ``None`` elsewhere. A reader that saw
+        the same number before its last read knows nothing was committed since."""
+        database = self.engine.url.database if self.dialect == "sqlite" else None
+        if not database or database == ":memory:" or "mode=memory" in self.url:
+            return None
+        with self._watch_lock:
+            if self._watch is None:
+                self._watch = sqlite3.connect(database, check_same_thread=False)
+            return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
     def dispose(self) -> None:
+        with self._watch_lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
         self.engine.dispose()
 
 
