@@ -98,7 +98,8 @@ def test_thresholds_per_request_and_per_tenant(api: Api, texts: dict[str, str]) 
     assert [m["method"] for m in strict["matches"]] == []  # cosine 0.9x, resemblance 0.8x
     before = api.client.get("/v1/matching", headers=api.headers).json()
     assert before["tenant"] == {"pdq": None, "text_near_duplicate": None,
-                                "text_semantic": None}
+                                "text_semantic": None, "audio_fingerprint": None,
+                                "video_pdq": None}
     r = api.client.put("/v1/matching", headers=api.headers,
                        json={"text_near_duplicate": 0.99, "pdq": 10})
     assert r.status_code == 200, r.text

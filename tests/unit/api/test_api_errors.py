@@ -24,6 +24,7 @@ def test_a_database_that_does_not_answer_is_503_with_retry_after(
 
     with monkeypatch.context() as patch:
         patch.setattr(door.kenning.stores.db, "session", down)
+        patch.setattr(door.kenning.stores.db, "reading", down)  # the Core reads too
         for method, path in (("GET", "/v1/assets/0123456789abcdef0123456789abcdef"),
                              ("POST", "/v1/search")):
             r = door.client.request(method, path, headers=door.json_headers,
