@@ -29,16 +29,16 @@ from kenning.processors.av.audiomatch import (
     vote,
 )
 from kenning.processors.av.audioprint import ARTIFACT
+from kenning.services.scope import fingerprint_rows
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace
-from kenning.stores.metadata.tables import DerivedBlob, Feature, Fingerprint
+from kenning.stores.metadata.tables import DerivedBlob, Feature
 
 __all__ = ["AUDIO_FP", "asset_audio_print", "audio_matches"]
 
 AUDIO_FP = "audio_fingerprint"
 """The method's name in matches and thresholds."""
 _HITS_PER_KEY = 64  # a key of common sound hits many recordings; the votes sort them out
-_IN_CHUNK = 5000  # ids per SQL IN list
 
 
 def asset_audio_print(stores: Stores, asset_id: str) -> AudioPrint:
@@ -99,17 +99,8 @@ def audio_matches(
 def _key_frames(stores: Stores, who: Principal,
                 ids: list[int]) -> list[tuple[int, str, int]]:
     """``(fingerprint id, asset id, frame)`` of the tenant's indexed keys among ``ids``."""
-    out: list[tuple[int, str, int]] = []
-    with stores.db.session(write=False) as s:
-        for i in range(0, len(ids), _IN_CHUNK):
-            for fp_id, asset_id, variant in s.execute(
-                select(Fingerprint.id, Fingerprint.asset_id, Fingerprint.variant).where(
-                    Fingerprint.id.in_(ids[i:i + _IN_CHUNK]),
-                    Fingerprint.tenant_id == who.tenant_id,
-                    Fingerprint.algorithm == ALGORITHM)):
-                if variant.isdigit():
-                    out.append((fp_id, asset_id, int(variant)))
-    return out
+    return [(fp_id, asset_id, int(variant)) for fp_id, asset_id, variant
+            in fingerprint_rows(stores.db, who.tenant_id, ids, ALGORITHM) if variant.isdigit()]
 
 
 def _stored_prints(stores: Stores, asset_ids: list[str]) -> dict[str, AudioPrint]:

@@ -91,7 +91,7 @@ from kenning.processors.text import simhash as sh
 from kenning.processors.text.embed import text_vector
 from kenning.processors.text.normalize import normalize_text
 from kenning.services.matching import rejected_with
-from kenning.services.scope import asset_text_vector, owned_asset
+from kenning.services.scope import asset_text_vector, fingerprint_rows, owned_asset
 from kenning.services.similar_audio import AUDIO_FP, asset_audio_print, audio_matches
 from kenning.services.video_match import (
     VIDEO_PDQ,
@@ -507,12 +507,7 @@ class SimilarityService:
         return self._matches(who, verified, LOCAL_FEATURES)
 
     def _fingerprint_assets(self, who: Principal, ids: list[int]) -> list[tuple[int, str, str]]:
-        if not ids:
-            return []
-        with self.stores.db.session(write=False) as s:
-            return [tuple(r) for r in s.execute(  # type: ignore[misc]
-                select(Fingerprint.id, Fingerprint.asset_id, Fingerprint.variant).where(
-                    Fingerprint.id.in_(ids), Fingerprint.tenant_id == who.tenant_id))]
+        return fingerprint_rows(self.stores.db, who.tenant_id, ids)
 
     def _by_text(self, who: Principal, raw: str, req: SimilarRequest) -> SimilarResponse:
         t = self._thresholds(who, req, SEMANTIC)  # checked before the model runs

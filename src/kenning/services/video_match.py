@@ -33,6 +33,7 @@ from sqlalchemy import select
 from kenning.errors import BadInput
 from kenning.principal import Principal
 from kenning.processors.av.shots import SAMPLE_ALGORITHM, SAMPLE_PREFIX
+from kenning.services.scope import IN_CHUNK, fingerprint_rows
 from kenning.services.video_align import AlignParams, FrameHit, align, score
 from kenning.settings import Settings
 from kenning.stores.bundle import Stores, hash_namespace
@@ -44,7 +45,6 @@ __all__ = ["VIDEO_PDQ", "VideoQuery", "asset_video_query", "video_matches", "vid
 VIDEO_PDQ = "video_pdq"
 """The method's name in matches and thresholds."""
 _HITS_PER_FRAME = 64
-_IN_CHUNK = 5000  # ids per SQL IN list
 _ARTIFACT = "av.shots"
 
 
@@ -131,16 +131,11 @@ def video_matches(
 def _sampled(stores: Stores, who: Principal, ids: list[int]) -> list[tuple[int, str, float]]:
     """``(fingerprint id, asset id, t)`` of the tenant's sampled frames among ``ids``."""
     out: list[tuple[int, str, float]] = []
-    with stores.db.session(write=False) as s:
-        for i in range(0, len(ids), _IN_CHUNK):
-            for fp_id, asset_id, variant in s.execute(
-                select(Fingerprint.id, Fingerprint.asset_id, Fingerprint.variant).where(
-                    Fingerprint.id.in_(ids[i:i + _IN_CHUNK]),
-                    Fingerprint.tenant_id == who.tenant_id,
-                    Fingerprint.algorithm == SAMPLE_ALGORITHM)):
-                t = _time(variant)
-                if t is not None:
-                    out.append((fp_id, asset_id, t))
+    for fp_id, asset_id, variant in fingerprint_rows(stores.db, who.tenant_id, ids,
+                                                     SAMPLE_ALGORITHM):
+        t = _time(variant)
+        if t is not None:
+            out.append((fp_id, asset_id, t))
     return out
 
 
@@ -148,10 +143,10 @@ def _timelines(stores: Stores, who: Principal, asset_ids: list[str]) -> dict[str
     """Each video's matchable sampled-frame times, in order (its extent and interval)."""
     out: dict[str, list[float]] = {}
     with stores.db.session(write=False) as s:
-        for i in range(0, len(asset_ids), _IN_CHUNK):
+        for i in range(0, len(asset_ids), IN_CHUNK):
             for asset_id, variant, quality in s.execute(
                 select(Fingerprint.asset_id, Fingerprint.variant, Fingerprint.quality).where(
-                    Fingerprint.asset_id.in_(asset_ids[i:i + _IN_CHUNK]),
+                    Fingerprint.asset_id.in_(asset_ids[i:i + IN_CHUNK]),
                     Fingerprint.tenant_id == who.tenant_id,
                     Fingerprint.algorithm == SAMPLE_ALGORITHM)):
                 t = _time(variant)
