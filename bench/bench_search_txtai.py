@@ -110,7 +110,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--assets", type=int, required=True,
-                        help="what bench_search_api.py ingested into --data-dir")
+                        help="the --assets bench_search_api.py seeded --data-dir with")
+    parser.add_argument("--ingested", type=int, default=None,
+                        help="how many of them it ingested, when seeding was stopped early "
+                        "(they go in order: the first ones)")
     parser.add_argument("--txtai-dir", type=Path, required=True)
     parser.add_argument("--kenning", default=".venv/bin/kenning",
                         help="the kenning script of Kenning's own environment")
@@ -122,7 +125,8 @@ def main() -> None:
     if not (args.data_dir / "kenning.db").exists():
         parser.error(f"{args.data_dir} holds no Kenning data: run bench_search_api.py first")
 
-    indexes = txtai_indexes(corpus_texts(args.assets), args.txtai_dir, args.model)
+    texts = corpus_texts(args.assets)[:args.ingested]
+    indexes = txtai_indexes(texts, args.txtai_dir, args.model)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(txtai_app(indexes), host="127.0.0.1", port=port,
                                        log_level="warning"))
@@ -131,7 +135,7 @@ def main() -> None:
     server = Server(args.data_dir, command=[str(Path(args.kenning).resolve())])
     server.start()
     assert server.http is not None
-    texts = queries()
+    asked = queries()
     latencies: dict[tuple[str, str], list[float]] = {}
     try:
         with httpx.Client(timeout=120) as plain:
@@ -140,11 +144,11 @@ def main() -> None:
                 "txtai": lambda body: plain.post(f"http://127.0.0.1:{port}/search", json=body),
             }
             for mode in args.modes:
-                for text in texts[:10]:  # warm: models, indexes, connections
+                for text in asked[:10]:  # warm: models, indexes, connections
                     for call in sides.values():
                         call({"query": text, "mode": mode, "limit": 10}).raise_for_status()
-                for i in range(args.rounds * len(texts)):
-                    body = {"query": texts[i % len(texts)], "mode": mode, "limit": 10}
+                for i in range(args.rounds * len(asked)):
+                    body = {"query": asked[i % len(asked)], "mode": mode, "limit": 10}
                     order = list(sides) if i % 2 == 0 else list(reversed(sides))
                     for name in order:
                         started = time.perf_counter()
@@ -157,7 +161,8 @@ def main() -> None:
         uv.should_exit = True
         thread.join(timeout=10)
 
-    print(f"\n{args.assets} texts, one client, {args.rounds} x {len(texts)} queries per mode\n")
+    print(f"\n{len(texts)} texts, one client, {args.rounds} x {len(queries())} queries per "
+          "mode\n")
     print("| mode | kenning p50 ms | txtai p50 ms | p50 ratio | kenning p99 ms | txtai p99 ms "
           "| p99 ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
