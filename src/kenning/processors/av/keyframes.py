@@ -13,10 +13,10 @@ import base64
 import io
 from typing import Any
 
-import av
 from PIL import Image
 
 from kenning.media.avscan import decode_video
+from kenning.processors.av.shotscan import render_frame
 
 __all__ = ["grab_frames"]
 
@@ -40,21 +40,12 @@ def grab_frames(request: dict[str, Any], payload: bytes) -> dict[str, Any]:
         for at, frame in decode_video(request, payload):
             jpeg = None
             while i < len(wanted) and at >= wanted[i] - _SLACK_S:
-                jpeg = jpeg or _jpeg(_render(frame, px))
+                jpeg = jpeg or _jpeg(render_frame(frame, px))
                 found.append({"t": wanted[i], "jpeg": jpeg})
                 i += 1
             if i == len(wanted):
                 break
     return {"frames": found}
-
-
-def _render(frame: av.VideoFrame, px: int) -> Image.Image:
-    scale = min(1.0, px / max(frame.width, frame.height))
-    w = max(2, round(frame.width * scale / 2) * 2)
-    h = max(2, round(frame.height * scale / 2) * 2)
-    image = Image.fromarray(frame.reformat(width=w, height=h, format="rgb24").to_ndarray())
-    rotation = round((frame.rotation or 0) / 90.0) % 4 * 90
-    return image.rotate(rotation, expand=True) if rotation else image
 
 
 def _jpeg(image: Image.Image) -> str:

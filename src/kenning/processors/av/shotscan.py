@@ -38,7 +38,7 @@ from kenning.media.avscan import decode_video
 from kenning.processors.av.cuts import AdaptiveCuts, CutParams, content_score, hsv, sharpness
 from kenning.processors.image.thumbnail import make_thumbnail
 
-__all__ = ["detect_frame", "scan_samples", "scan_shots"]
+__all__ = ["detect_frame", "render_frame", "scan_samples", "scan_shots"]
 
 _SETTLE_S = 0.2
 _JPEG_QUALITY = 85
@@ -143,7 +143,7 @@ class _Keyframes:
         if len(self.out) >= self.limit:
             self.dropped += 1
             return
-        image = _render(p.frame, self.px)
+        image = render_frame(p.frame, self.px)
         buf = io.BytesIO()
         image.save(buf, format="JPEG", quality=_JPEG_QUALITY)
         code, quality = _pdq(image) if self.hash else (None, None)
@@ -254,7 +254,8 @@ def detect_frame(frame: av.VideoFrame, width: int) -> np.ndarray:
                           interpolation="AREA").to_ndarray()
 
 
-def _render(frame: av.VideoFrame, px: int) -> Image.Image:
+def render_frame(frame: av.VideoFrame, px: int) -> Image.Image:
+    """``frame`` as displayed (its rotation applied), its longer side at most ``px``."""
     scale = min(1.0, px / max(frame.width, frame.height))
     w = max(2, round(frame.width * scale / 2) * 2)
     h = max(2, round(frame.height * scale / 2) * 2)
