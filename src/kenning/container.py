@@ -103,7 +103,7 @@ class Kenning:
         self.assets = AssetService(self.stores)
         self.search = SearchService(self.stores, self.resources.embedder, self.settings)
         self.similarity = SimilarityService(self.stores, self.resources.embedder, self.settings)
-        self.matching = MatchingService(self.stores.db, self.similarity.duplicates,
+        self.matching = MatchingService(self.stores.db, self.similarity.duplicates_many,
                                         self.dispatcher.webhooks, self.settings)
         self.banks = BankService(self.stores.db, self.settings)
         self.events = EventService(self.stores.db, self.settings)

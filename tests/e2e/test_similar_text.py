@@ -7,8 +7,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import select
 
+from kenning.principal import Principal
 from kenning.processors.text.normalize import normalize_text
+from kenning.stores.metadata.tables import Asset
 from tests.e2e.conftest import PROFILES, Api
 from tests.fixtures import media
 
@@ -119,3 +122,25 @@ def test_thresholds_per_request_and_per_tenant(api: Api, texts: dict[str, str]) 
         assert r.status_code == 422, (bad, r.text)
     r = api.client.put("/v1/matching", headers=api.headers, json={})
     assert r.json()["tenant"]["text_near_duplicate"] is None
+
+
+def test_the_matchers_batch_lookup_finds_what_one_lookup_finds(
+    api: Api, texts: dict[str, str]
+) -> None:
+    """``duplicates_many`` (the matcher's one pass over a batch, with the stored simhashes)
+    answers each asset as ``duplicates`` does, leaves out another tenant's and unknown ids,
+    and finds the re-post pair from both sides."""
+    similarity = api.kenning.similarity
+    ids = list(texts.values())
+    with api.kenning.stores.db.session(write=False) as s:
+        tenant_id = s.scalar(select(Asset.tenant_id).where(Asset.id == ids[0]))
+    who = Principal(tenant_id=tenant_id, key_id="test")
+    batch = similarity.duplicates_many(who, [*ids, "0" * 32])
+    assert set(batch) == set(ids)
+    assert batch == {a: similarity.duplicates(who, a) for a in ids}
+    original, repost = texts["lee-bg-0001"], texts["repost"]
+    assert [m.asset_id for m in batch[repost]] == [original]
+    assert [m.asset_id for m in batch[original]] == [repost]
+    assert batch[texts["short"]] == []
+    other = api.kenning.tenants.create_tenant("other-batch")
+    assert similarity.duplicates_many(Principal(tenant_id=other, key_id="t"), ids) == {}

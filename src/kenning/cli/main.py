@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kenning.cli.client import ApiError, Client, plan_batches
 from kenning.cli.render import search_table, segments_table, similar_table, status_table
+from kenning.inference.resources import native_threads_env
 from kenning.settings import Settings
 
 app = typer.Typer(help="Kenning: self-hosted media intelligence.", no_args_is_help=True)
@@ -41,7 +42,11 @@ def _settings(data_dir: Path | None = None, api_url: str | None = None, **extra:
         values["data_dir"] = data_dir
     if api_url is not None:
         values["api_url"] = api_url
-    return Settings(**values)
+    settings = Settings(**values)
+    # Before any command imports the stores or the models (numpy, faiss, onnxruntime):
+    # OpenMP sizes the pools of threads other than the caller's from this variable only.
+    native_threads_env(settings.model_threads)
+    return settings
 
 
 def _client(data_dir: Path | None, api_url: str | None) -> Client:

@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, delete, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    SQLColumnExpression,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from kenning.services.clustering import Link, assign, components
@@ -51,15 +61,23 @@ def cluster_of(s: Session, asset_ids: Collection[str]) -> dict[str, str]:
 
 
 def found_singleton(s: Session, tenant_id: str, asset_id: str) -> str:
+    return found_singletons(s, tenant_id, [asset_id])[asset_id]
+
+
+def found_singletons(s: Session, tenant_id: str, asset_ids: Collection[str]) -> dict[str, str]:
+    """A cluster of its own for each of ``asset_ids`` (each its first seen), in two
+    inserts; returns asset id -> cluster id."""
+    if not asset_ids:
+        return {}
     now = utcnow()
-    cluster = MatchCluster(id=new_id(), tenant_id=tenant_id, first_asset_id=asset_id, size=1,
-                           created_at=now, updated_at=now)
-    s.add(cluster)
-    s.flush()
-    s.add(MatchClusterMember(asset_id=asset_id, tenant_id=tenant_id, cluster_id=cluster.id,
-                             joined_at=now))
-    s.flush()
-    return cluster.id
+    ids = {asset_id: new_id() for asset_id in asset_ids}
+    s.execute(insert(MatchCluster), [
+        {"id": cluster_id, "tenant_id": tenant_id, "first_asset_id": asset_id, "size": 1,
+         "created_at": now, "updated_at": now} for asset_id, cluster_id in ids.items()])
+    s.execute(insert(MatchClusterMember), [
+        {"asset_id": asset_id, "tenant_id": tenant_id, "cluster_id": cluster_id,
+         "joined_at": now} for asset_id, cluster_id in ids.items()])
+    return ids
 
 
 def rejections_within(

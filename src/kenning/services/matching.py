@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from kenning.errors import BadInput, NotFound
+from kenning.errors import BadInput
 from kenning.principal import Principal
 from kenning.services import match_clusters as mc
 from kenning.services.banks import check_banks
@@ -68,8 +68,9 @@ if TYPE_CHECKING:  # similarity imports rejected_with from here: no import cycle
 
 log = logging.getLogger(__name__)
 
-DuplicateFinder = Callable[[Principal, str], "list[Match]"]
-"""``SimilarityService.duplicates``: an asset's near-duplicates at the tenant's thresholds."""
+DuplicateFinder = Callable[[Principal, Sequence[str]], "dict[str, list[Match]]"]
+"""``SimilarityService.duplicates_many``: each asset's near-duplicates at the tenant's
+thresholds, for a batch of one tenant's assets (those not found are left out)."""
 Notify = Callable[[Sequence[str]], None]
 """Sends committed webhook deliveries (``Dispatcher.webhooks``)."""
 DUPLICATE_METHODS = frozenset({"pdq", "text_near_duplicate", "video_pdq"})
@@ -102,6 +103,25 @@ class MatchRun:
     edges: int = 0
     bank_hits: int = 0
     repaired: int = 0
+
+
+@dataclass(frozen=True)
+class _Placed:
+    deliveries: list[str]
+    linked: set[str]
+    """Assets the placed asset's new edges touch."""
+
+
+def _linked(s: Session, tenant_id: str, asset_ids: list[str]) -> set[str]:
+    """Those of ``asset_ids`` with an edge or a verdict already: not matched alone."""
+    if not asset_ids:
+        return set()
+    out: set[str] = set()
+    for table in (MatchEdge, MatchVerdict):
+        for column in (table.asset_a, table.asset_b):
+            out.update(s.scalars(select(column).where(
+                table.tenant_id == tenant_id, column.in_(asset_ids))))
+    return out
 
 
 @dataclass(frozen=True)
@@ -146,33 +166,44 @@ class MatchingService:
 
     def _match_tenant(self, tenant_id: str, asset_ids: list[str], run: MatchRun) -> None:
         who = Principal(tenant_id=tenant_id, key_id="matcher")
-        found: dict[str, list[Match]] = {}
-        for asset_id in asset_ids:  # the index lookups happen before the lock
-            try:
-                found[asset_id] = [m for m in self.duplicates(who, asset_id)
-                                   if m.method in DUPLICATE_METHODS]
-            except NotFound:
-                continue  # deleted meanwhile
+        # The index lookups happen before the lock, for the whole batch at once.
+        found = {asset_id: [m for m in matches if m.method in DUPLICATE_METHODS]
+                 for asset_id, matches in self.duplicates(who, asset_ids).items()}
         deliveries: list[str] = []
         with self.db.session() as s:
             mc.lock_tenant(s, tenant_id)
             done = set(mc.cluster_of(s, list(found)))
             alive = set(s.scalars(select(Asset.id).where(Asset.id.in_(list(found)))))
+            linked = _linked(s, tenant_id, [a for a in found if a in alive and a not in done])
+            alone: list[str] = []  # singletons to found, written before anything reads them
             for asset_id in asset_ids:  # oldest first: the first seen founds the cluster
-                if asset_id in found and asset_id in alive and asset_id not in done:
-                    deliveries += self._place(s, tenant_id, asset_id, found[asset_id], run)
+                if asset_id not in found or asset_id not in alive or asset_id in done:
+                    continue
+                if asset_id not in linked and all(m.asset_id == asset_id
+                                                  for m in found[asset_id]):
+                    alone.append(asset_id)  # no match, edge or verdict: a cluster of its own
+                    run.matched += 1
+                    continue
+                mc.found_singletons(s, tenant_id, alone)
+                alone = []
+                placed = self._place(s, tenant_id, asset_id, found[asset_id], run)
+                deliveries += placed.deliveries
+                linked |= placed.linked
+            mc.found_singletons(s, tenant_id, alone)
         self.notify(deliveries)
 
     def _place(self, s: Session, tenant_id: str, asset_id: str, matches: list[Match],
-               run: MatchRun) -> list[str]:
+               run: MatchRun) -> _Placed:
         """Record the asset's edges, put it in a cluster, check the banks."""
         rejected = rejected_with(s, tenant_id, asset_id)
         neighbours: dict[str, _Neighbour] = {}
         edges = []
+        touched: set[str] = set()
         for m in matches:
             if m.asset_id in rejected or m.asset_id == asset_id:
                 continue
             lo, hi = mc.pair(asset_id, m.asset_id)
+            touched.update((lo, hi))
             edges.append({"tenant_id": tenant_id, "asset_a": lo, "asset_b": hi,
                           "method": m.method, "score": m.score, "evidence": m.evidence,
                           "created_at": utcnow()})
@@ -199,7 +230,7 @@ class MatchingService:
         hits = check_banks(s, tenant_id, asset_id, cluster_id, {
             other: (n.method, n.score, n.evidence) for other, n in neighbours.items()})
         run.bank_hits += hits.count
-        return hits.deliveries
+        return _Placed(hits.deliveries, touched)
 
     # --- verdicts -------------------------------------------------------------------------
     def set_verdict(self, who: Principal, a: str, b: str, body: VerdictIn) -> PairView:

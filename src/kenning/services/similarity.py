@@ -313,6 +313,36 @@ class SimilarityService:
         with self.stores.db.session(write=False) as s:
             kind = owned_asset(s, who, asset_id).kind
             t = self._tenant_thresholds(s, who.tenant_id).over(self.defaults)
+        if kind == "text":
+            return self._near_duplicates_many(who, self._texts([asset_id]), t, limit).get(
+                asset_id, [])
+        return self._media_duplicates(who, asset_id, kind, t, limit)
+
+    def duplicates_many(self, who: Principal, asset_ids: Sequence[str],
+                        limit: int = 200) -> dict[str, list[Match]]:
+        """:meth:`duplicates` of many assets at once (the matcher's batch): one catch-up,
+        one lookup of the assets and the thresholds, and the texts compared in one pass
+        (one read of the candidates' fingerprints and texts for the whole batch). Assets
+        not found (deleted meanwhile, or another tenant's) are left out."""
+        self.stores.follower.catch_up()
+        with self.stores.db.session(write=False) as s:
+            kinds = dict(s.execute(select(Asset.id, Asset.kind).where(
+                Asset.tenant_id == who.tenant_id, Asset.id.in_(list(asset_ids)))).tuples().all())
+            t = self._tenant_thresholds(s, who.tenant_id).over(self.defaults)
+            texts = [a for a in asset_ids if kinds.get(a) == "text"]
+            stored = dict(s.execute(select(Fingerprint.asset_id, Fingerprint.bits).where(
+                Fingerprint.asset_id.in_(texts),
+                Fingerprint.algorithm == sh.ALGORITHM)).tuples().all())
+        out = self._near_duplicates_many(who, self._texts(texts), t, limit, stored)
+        out.update({a: [] for a in texts if a not in out})  # its bytes went meanwhile
+        for asset_id in asset_ids:
+            kind = kinds.get(asset_id)
+            if kind is not None and kind != "text":
+                out[asset_id] = self._media_duplicates(who, asset_id, kind, t, limit)
+        return out
+
+    def _media_duplicates(self, who: Principal, asset_id: str, kind: str, t: Thresholds,
+                          limit: int) -> list[Match]:
         if kind == "image":
             own = self._query_pdq(asset_id)
             found = self._by_pdq(who, own, t, limit, exclude=asset_id) if own else []
@@ -320,7 +350,7 @@ class SimilarityService:
                                              exclude=asset_id)
         if kind == "video":
             return self._video_duplicates(who, asset_id, t, limit)
-        return self._asset_near_duplicates(who, asset_id, kind, t, limit)
+        return []
 
     # --- video sampled frames (video_pdq) ------------------------------------------------
     def _similar_video_upload(self, who: Principal, req: SimilarRequest,
@@ -553,31 +583,56 @@ class SimilarityService:
                                limit: int) -> list[Match]:
         if kind != "text":
             return []
-        text = self._texts([asset_id]).get(asset_id)
-        return [] if text is None else self._near_duplicates(who, text, t, limit,
-                                                             exclude=asset_id)
+        return self._near_duplicates_many(who, self._texts([asset_id]), t, limit).get(
+            asset_id, [])
 
     def _near_duplicates(self, who: Principal, text: str, t: Thresholds, limit: int, *,
                          exclude: str | None) -> list[Match]:
+        key = exclude if exclude is not None else ""  # no asset has the id ""
+        return self._near_duplicates_many(who, {key: text}, t, limit).get(key, [])
+
+    def _near_duplicates_many(self, who: Principal, texts: dict[str, str], t: Thresholds,
+                              limit: int, codes: dict[str, bytes] | None = None,
+                              ) -> dict[str, list[Match]]:
+        """Near-duplicate texts of each of ``texts`` (key -> normalised text; a key that is
+        an asset id leaves that asset out of its own matches): simhash candidates from the
+        hash index, then word-shingle resemblance against the candidates' texts. The
+        candidates' fingerprints and texts are read once for all the queries. ``codes``:
+        simhashes already stored for some keys (``text.simhash`` of the same text)."""
+        codes = codes or {}
         threshold = t.text_near_duplicate
         assert threshold is not None
-        query_shingles = sh.shingles(text)
-        if not matchable(sh.quality(query_shingles)):
-            return []  # too short for shingles to tell a re-post from a coincidence
-        hits = self.stores.hashes.search(
-            hash_namespace(who.tenant_id, sh.ALGORITHM), sh.simhash(query_shingles),
-            max_distance=sh.CANDIDATE_BITS, k=limit * 4 + 8)
-        distance = {h.id: h.distance for h in hits}
-        candidates = {asset_id: distance[fp_id] for fp_id, asset_id, _ in
-                      self._fingerprint_assets(who, list(distance)) if asset_id != exclude}
-        found: dict[str, tuple[float, dict[str, Any]]] = {}
-        for asset_id, other in self._texts(list(candidates)).items():
-            score = sh.resemblance(query_shingles, sh.shingles(other))
-            if score >= threshold:
-                found[asset_id] = (score, {"resemblance": round(score, 6),
-                                           "simhash_distance": candidates[asset_id],
-                                           "spans": shared_spans(text, other)})
-        return self._matches(who, found, NEAR_DUPLICATE)[:limit]
+        namespace = hash_namespace(who.tenant_id, sh.ALGORITHM)
+        queries: dict[str, tuple[str, list[str], dict[int, int]]] = {}
+        out: dict[str, list[Match]] = {}
+        for key, text in texts.items():
+            shingles = sh.shingles(text)
+            if not matchable(sh.quality(shingles)):
+                out[key] = []  # too short for shingles to tell a re-post from a coincidence
+                continue
+            code = codes.get(key) or sh.simhash(shingles)
+            hits = self.stores.hashes.search(namespace, code,
+                                             max_distance=sh.CANDIDATE_BITS, k=limit * 4 + 8)
+            queries[key] = (text, shingles, {h.id: h.distance for h in hits})
+        owners = {fp_id: asset_id for fp_id, asset_id, _ in self._fingerprint_assets(
+            who, sorted({fp for _, _, d in queries.values() for fp in d}))}
+        others = self._texts(sorted(set(owners.values()) - texts.keys()))
+        others.update(texts)
+        for key, (text, shingles, distance) in queries.items():
+            candidates = {owners[fp]: d for fp, d in distance.items()
+                          if fp in owners and owners[fp] != key}
+            found: dict[str, tuple[float, dict[str, Any]]] = {}
+            for asset_id, d in candidates.items():
+                other = others.get(asset_id)
+                if other is None:
+                    continue  # deleted meanwhile
+                score = sh.resemblance(shingles, sh.shingles(other))
+                if score >= threshold:
+                    found[asset_id] = (score, {"resemblance": round(score, 6),
+                                               "simhash_distance": d,
+                                               "spans": shared_spans(text, other)})
+            out[key] = self._matches(who, found, NEAR_DUPLICATE)[:limit]
+        return out
 
     def _texts(self, asset_ids: list[str]) -> dict[str, str]:
         """The normalised texts of text assets (from their stored bytes)."""

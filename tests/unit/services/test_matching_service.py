@@ -92,6 +92,16 @@ class World:
         self.bits[asset_id] = HASHES[image]
         return asset_id
 
+    def duplicates_many(self, who: Principal, asset_ids: Sequence[str]) -> dict[str, list[Match]]:
+        """The matcher's batch finder over :meth:`duplicates` (not-found assets left out)."""
+        out = {}
+        for asset_id in asset_ids:
+            try:
+                out[asset_id] = self.duplicates(who, asset_id)
+            except NotFound:
+                continue
+        return out
+
     def duplicates(self, who: Principal, asset_id: str) -> list[Match]:
         with self.db.session(write=False) as s:
             owned_asset(s, who, asset_id)
@@ -125,7 +135,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         who = {name: Principal(tenants.create_tenant(name), "k-" + name)
                for name in ("one", "two")}
         w = World(db, None, BankService(db, settings), settings, who, {})  # type: ignore[arg-type]
-        w.service = MatchingService(db, w.duplicates, w.sent.extend, settings)
+        w.service = MatchingService(db, w.duplicates_many, w.sent.extend, settings)
         yield w
 
 
