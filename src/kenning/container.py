@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from dramatiq.broker import Broker
@@ -41,6 +41,10 @@ from kenning.settings import Settings
 from kenning.stores.blobs.lifetime import BlobCollector
 from kenning.stores.bundle import Stores, build_stores
 from kenning.stores.sync import prune_keyword_orphans
+
+if TYPE_CHECKING:
+    from kenning.services.recommend.serving import RecommendationService
+    from kenning.services.recommend.training import TrainingService
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,8 @@ class Kenning:
         self.events = EventService(self.stores.db, self.settings)
         self.discovery = DiscoveryService(self.stores.db, self.settings)
         self.exposure = ExposureService(self.stores.db, self.settings)
+        self.recommendations = self._recommendations()
+        self.recs_training = self._recs_training()
         self.admin = AdminService(self.stores.db, self.queue_admin, self.dispatcher.ring)
         self.reconciler = Reconciler(
             self.stores.db, self.dispatcher, self.registry, self.settings,
@@ -123,10 +129,47 @@ class Kenning:
                                 self.stores.follower.maintain)
         self._matcher = Periodic("matcher", self.settings.matching_interval_s,
                                  self.matching.run_once)
+        self._recs_trainer = Periodic(
+            "recs-trainer", 60.0 if self.settings.recs_train_every_s <= 0
+            else max(1.0, min(self.settings.recs_train_every_s, 60.0)),
+            lambda: self.recs_training and self.recs_training.schedule_due())
         self._worker: Any = None
         self.supervisor: Any = None
         """Worker processes beside this one (``kenning serve --worker-processes``)."""
         self._indexes_loaded = False
+
+    def _recommendations(self) -> RecommendationService | None:
+        """``GET /v1/users/{id}/recommendations``; None without the ``recs`` extra (scipy),
+        when the route answers 501 ``recs_unavailable``. Its ``source`` is the tenant
+        snapshots' and candidate sources' :class:`CandidateService`."""
+        try:
+            from kenning.services.recommend.candidates import CandidateService
+            from kenning.services.recommend.serving import RecommendationService
+        except ImportError as exc:
+            if (exc.name or "").partition(".")[0] == "kenning":
+                raise  # a bug of ours, not a missing extra
+            log.info("recommendations unavailable: pip install 'kenning[recs]'",
+                     extra={"error": str(exc)})
+            return None
+        candidates = CandidateService(self.stores, self.settings,
+                                      self.resources.embedder.model_id)
+        return RecommendationService(candidates, self.settings)
+
+    def _recs_training(self) -> TrainingService | None:
+        """Ranker versions: training runs on the ``recs`` queue (the ``train_ranker`` actor,
+        declared in every process, consumed by any worker); None without the ``recs``
+        extra. The schedule (``recs_train_every_s``) runs beside the reconciler."""
+        try:
+            from kenning.services.recommend.training import TrainingService
+        except ImportError as exc:
+            if (exc.name or "").partition(".")[0] == "kenning":
+                raise  # a bug of ours, not a missing extra
+            log.info("ranker training unavailable: pip install 'kenning[recs]'",
+                     extra={"error": str(exc)})
+            return None
+        service = TrainingService(self.stores.db, self.broker, self.settings)
+        service.declare()
+        return service
 
     def _time_limit_s(self, step: str) -> float:
         return self.runner.time_limit_s(step)
@@ -179,6 +222,8 @@ class Kenning:
         if threads > 0:
             self.start_worker(threads)
         self.reconciler.start(self.settings.reconcile_interval_s)
+        if self.recs_training is not None and self.settings.recs_train_every_s > 0:
+            self._recs_trainer.start()  # scheduled ranker training (its runs: any worker)
         self.collect_garbage()
         self._janitor.start()
 
@@ -212,6 +257,7 @@ class Kenning:
             self.supervisor.stop()
         self._janitor.stop()
         self._matcher.stop()
+        self._recs_trainer.stop()
         self.reconciler.stop()
         if self._worker is not None:
             self._worker.stop(timeout=10_000)

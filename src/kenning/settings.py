@@ -400,6 +400,68 @@ class Settings(BaseSettings):
     recs_snapshot_max_age_s: float = Field(
         300.0, ge=0, description="A tenant's stories, engagement log and fitted models are "
         "reloaded when its events or stories change, at most once per this many seconds.")
+    # Learned ranker: training on logged impressions, the offline evaluation gate
+    # (kenning.services.recommend.training).
+    recs_train_every_s: float = Field(
+        0.0, ge=0, description="Train a new ranker version for every tenant with served "
+        "recommendations this often, in seconds (0: never on a schedule; POST "
+        "/v1/recommendations/models and `kenning recs train` still train on demand).")
+    recs_train_window_days: float = Field(
+        28.0, gt=0, le=3650, description="A training run learns from and evaluates on the "
+        "recommendations served in this many days before now.")
+    recs_train_label_window_s: float = Field(
+        86_400.0, gt=0, description="An open, read, like or share of a story by the reader "
+        "within this many seconds after its impression labels the served item positive; "
+        "items served more recently than this are not labelled yet and left out.")
+    recs_train_eval_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of the window's served requests, the newest, "
+        "held out to evaluate on (the time split); the ranker learns from the older ones.")
+    recs_train_max_examples: int = Field(
+        200_000, ge=100, description="Most served items one training run reads (the newest "
+        "of the window): bounds its memory and time.")
+    recs_train_time_limit_s: float = Field(
+        1800.0, gt=0, description="Most seconds one training run may take on a worker; a "
+        "version still training after twice this is marked rejected (lost).")
+    recs_gate_min_examples: int = Field(
+        200, ge=1, description="Fewest labelled training examples (impressions) a new "
+        "ranker version needs to be promoted to serving.")
+    recs_gate_min_positives: int = Field(
+        20, ge=1, description="Fewest positive training examples (engaged impressions) a "
+        "new ranker version needs to be promoted.")
+    recs_gate_min_eval_requests: int = Field(
+        20, ge=1, description="Fewest held-out requests with an engaged item the offline "
+        "evaluation needs before its NDCG@10 can promote a version.")
+    recs_gate_ndcg_tolerance: float = Field(
+        0.005, ge=0, le=1, description="A new ranker version serves only when its held-out "
+        "NDCG@10 is at least the serving policy's minus this.")
+    # Serving GET /v1/users/{id}/recommendations (kenning.services.recommend.serving).
+    recs_serve_default_limit: int = Field(
+        10, ge=1, le=100, description="Items a recommendations request gets when it names "
+        "no limit.")
+    recs_serve_max_limit: int = Field(
+        50, ge=1, le=100, description="Most items one recommendations request may ask for "
+        "(422 invalid_request past it).")
+    recs_serve_candidates_per_source: int = Field(
+        30, ge=1, le=1000, description="Candidates each source proposes for a reader's "
+        "precomputed pool (the pool the ranker, re-ranker and exploration serve from).")
+    recs_serve_pool_size: int = Field(
+        100, ge=10, le=2000, description="Most candidates a reader's precomputed pool keeps "
+        "(the fixed blend's best of every source's): what the ranker, re-ranker and "
+        "exploration choose from.")
+    recs_serve_cache_ttl_s: float = Field(
+        300.0, ge=0, description="A reader's precomputed candidates are served for at most "
+        "this many seconds (0: recomputed every request); the reader's own events (other "
+        "than impressions) invalidate them at once.")
+    recs_serve_cache_readers: int = Field(
+        10_000, ge=0, description="Readers whose precomputed candidates one process keeps "
+        "(least recently served dropped first; about 80 KB each).")
+    recs_explore: float = Field(
+        0.05, ge=0, lt=1, description="Exploration: each served position shows, with this "
+        "probability, a story from just past the cut instead of the ranked one; every "
+        "served row logs its exact propensity (0: no exploration, propensity 1).")
+    recs_explore_pool: int = Field(
+        10, ge=0, le=100, description="How many stories past the cut exploration draws "
+        "from (0: no exploration).")
 
     # --- audio and video (decoded by PyAV in isolated child processes) ------------------
     max_media_duration_s: float = Field(

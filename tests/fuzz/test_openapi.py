@@ -45,10 +45,13 @@ OPERATIONS = [
     "POST /v1/banks/{name}/items", "DELETE /v1/banks/{name}/items/{asset_id}",
     "POST /v1/events", "GET /v1/events",
     "GET /v1/authors/{author_id}/discovery", "GET /v1/recommendations/exposure",
+    "GET /v1/users/{reader_id}/recommendations",
+    "POST /v1/recommendations/models", "GET /v1/recommendations/models",
+    "GET /v1/recommendations/models/{model_id}",
 ]
 
 NO_INPUT = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/admin/queues",
-            "GET /v1/matching", "GET /v1/banks"}
+            "GET /v1/matching", "GET /v1/banks", "POST /v1/recommendations/models"}
 """Operations without parameters or body: there is nothing to make schema-invalid."""
 
 CASES = [(label, GenerationMode.POSITIVE) for label in OPERATIONS] + [

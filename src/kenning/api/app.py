@@ -12,7 +12,17 @@ from kenning import __version__
 from kenning.api.errors import error_responses, install_error_handlers
 from kenning.api.middleware import install_middleware
 from kenning.api.openapi import install_openapi
-from kenning.api.routes import admin, assets, authors, events, matching, ops, search
+from kenning.api.routes import (
+    admin,
+    assets,
+    authors,
+    events,
+    matching,
+    ops,
+    recommendations,
+    recs_models,
+    search,
+)
 from kenning.api.schemas import AssetIn, BatchIn
 from kenning.container import Kenning
 from kenning.observability.metrics import register_queue_collector
@@ -58,7 +68,8 @@ def create_app(kenning: Kenning | None = None, settings: Settings | None = None)
     app.state.kenning = kenning
     install_error_handlers(app)
     install_middleware(app, kenning.settings)
-    for module in (ops, assets, search, matching, events, authors):
+    for module in (ops, assets, search, matching, events, authors, recommendations,
+                   recs_models):
         app.include_router(module.router)
     # admin.py declares no error answers of its own: every admin route authenticates.
     app.include_router(admin.router, responses=error_responses(401, 422))

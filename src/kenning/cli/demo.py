@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,10 @@ def run_demo(settings: Settings, *, articles: int, keep_serving: bool) -> int:
         # finds the carphone pair; nothing otherwise.
         for line in video_pair_lines(client, av_ids):
             console.print(line, soft_wrap=True)
+        # Readers: 50 pseudonymous readers' week of reading, then one reader's
+        # recommendations with their reasons (kenning.demo.readers).
+        for line in reader_lines(client, url, key):
+            console.print(line, soft_wrap=True)
         if not keep_serving:
             return 0
         console.print("\nserving; press Ctrl-C to stop")
@@ -181,6 +186,60 @@ def video_pair_lines(client: Client, av_ids: dict[str, str]) -> list[str]:
     return ["A matched video pair (video_pdq):",
             f"  {PAIR_QUERY} {query_at} ~ {names.get(match['asset_id'], match['asset_id'])} "
             f"{match_at}  score {match['score']:.3f}"]
+
+
+def topic_pools(client: Client, per_topic: int = 12) -> dict[str, list[str]]:
+    """Each demo topic's stories: what a semantic search for it finds among the texts."""
+    from kenning.demo.readers import DEMO_TOPICS
+
+    pools = {}
+    for topic, query in DEMO_TOPICS.items():
+        found = client.post("/v1/search", {"query": query, "mode": "semantic",
+                                           "limit": per_topic,
+                                           "filters": {"kind": ["text"]}})
+        pools[topic] = list(dict.fromkeys(h["asset_id"] for h in found["hits"]))
+    return pools
+
+
+def reader_lines(client: Client, url: str, key: str | None, limit: int = 5) -> list[str]:
+    """Seed the demo readers' events (POST /v1/events), ask for one reader's
+    recommendations, log their impressions with the request id, and say what was
+    read, what is recommended and why (nothing when the server cannot recommend)."""
+    from kenning.demo.readers import reader_events, reader_id
+
+    started = time.perf_counter()
+    pools = topic_pools(client)
+    events = reader_events(pools, now=datetime.now(UTC))
+    if not events:
+        return []
+    counts = {"accepted": 0, "duplicates": 0}
+    for at in range(0, len(events), 500):
+        done = client.post("/v1/events", {"events": events[at:at + 500]})
+        counts = {k: counts[k] + done[k] for k in counts}
+    reader = reader_id(0)
+    try:
+        found = client.get(f"/v1/users/{reader}/recommendations", limit=limit)
+    except ApiError as exc:
+        return [f"{len(events)} reader events recorded; no recommendations: {exc.code} "
+                f"({exc.message})"]
+    shown_at = datetime.now(UTC).isoformat()
+    client.post("/v1/events", {"events": [{
+        "event_id": f"demo-{found['request_id']}-{i['position']}", "type": "impression",
+        "reader_id": reader, "asset_id": i["asset_id"], "surface": found["surface"],
+        "position": i["position"], "request_id": found["request_id"], "at": shown_at}
+        for i in found["items"]]})
+    seconds = time.perf_counter() - started
+    read = [e["asset_id"] for e in events if e["reader_id"] == reader and e["type"] == "read"]
+    lines = [f"Readers: {len({e['reader_id'] for e in events})} pseudonymous readers, "
+             f"{counts['accepted']} events recorded ({counts['duplicates']} already there), "
+             f"in {seconds:.1f} s. {reader} read {len(read)} stories; recommended next "
+             f"({found['policy']}):"]
+    for item in found["items"]:
+        lines.append(f"  {item['position'] + 1}. {item.get('title') or item['asset_id']}")
+        lines.append(f"     {'; '.join(r['text'] for r in item['reasons'][:2])}")
+    lines.append(f"  curl -s '{url}/v1/users/{reader}/recommendations?limit={limit}' "
+                 f"-H 'Authorization: Bearer {key}'")
+    return lines
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kenning.cli.client import ApiError, Client, plan_batches
+from kenning.cli.recs import recs
 from kenning.cli.render import search_table, segments_table, similar_table, status_table
 from kenning.inference.resources import native_threads_env
 from kenning.settings import Settings
@@ -28,6 +29,7 @@ apikey = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
 app.add_typer(db, name="db")
 app.add_typer(apikey, name="apikey")
+app.add_typer(recs, name="recs")
 console = Console(stderr=True)
 
 DataDir = Annotated[

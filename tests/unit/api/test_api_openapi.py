@@ -46,6 +46,11 @@ EXPECTED = {
     ("get", "/v1/events"): {"200", "401", "422", "503"},
     ("get", "/v1/authors/{author_id}/discovery"): {"200", "401", "404", "422", "503"},
     ("get", "/v1/recommendations/exposure"): {"200", "401", "422", "503"},
+    ("get", "/v1/users/{reader_id}/recommendations"): {"200", "401", "422", "501", "503"},
+    ("post", "/v1/recommendations/models"): {"202", "401", "409", "413", "422", "501", "503"},
+    ("get", "/v1/recommendations/models"): {"200", "401", "422", "501", "503"},
+    ("get", "/v1/recommendations/models/{model_id}"): {"200", "401", "404", "422", "501",
+                                                       "503"},
 }
 
 

@@ -457,3 +457,65 @@ class Event(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Type-specific fields: surface, position, request_id, dwell_ms, scroll_depth,
     reason; and the story an author event came from (asset_id)."""
+
+
+class RecServed(Base):
+    """One recommended item as served by ``GET /v1/users/{id}/recommendations`` (0009).
+
+    ``request_id`` is what the response carried and clients echo in impression events
+    (``data.request_id``); ``propensity`` is the probability, under the serving policy
+    (``policy``: ``blend`` or ``ranker:<version>``), that this item was shown at this
+    position, in (0, 1]; ``features`` are the online feature values the policy used;
+    ``source`` is the item's first reason's source. Rows go with their asset.
+    """
+
+    __tablename__ = "rec_served"
+    __table_args__ = (
+        Index("ix_rec_served_tenant_request", "tenant_id", "request_id"),
+        Index("ix_rec_served_tenant_reader_at", "tenant_id", "reader_id", "at"),
+        Index("ix_rec_served_tenant_at", "tenant_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[str] = mapped_column(String(32))
+    reader_id: Mapped[str] = mapped_column(String(128))
+    surface: Mapped[str] = mapped_column(String(32))
+    asset_id: Mapped[str] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float] = mapped_column(Float)
+    propensity: Mapped[float] = mapped_column(Float)
+    policy: Mapped[str] = mapped_column(String(64))
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecModel(Base):
+    """One version of a tenant's learned recommendation model (0010; see
+    :mod:`kenning.services.recommend.training`).
+
+    ``version`` counts 1, 2, ... per tenant and ``kind`` (``ranker``); ``state`` moves
+    ``training`` -> ``candidate`` -> ``serving`` (the one the tenant's recommendations
+    use; the one before it becomes ``retired``) or ``rejected`` (by the offline
+    evaluation gate, whose reasons are in ``gate``, or by a failure, in ``error``).
+    ``metrics`` holds the offline evaluation and the off-policy estimates; ``artefact``
+    the fitted model, written only by the training pipeline (it is unpickled when
+    loaded: see :mod:`kenning.services.recommend.ranker`).
+    """
+
+    __tablename__ = "rec_model"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "kind", "version", name="uq_rec_model_tenant_kind_version"),
+        Index("ix_rec_model_tenant_kind_state", "tenant_id", "kind", "state"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    artefact: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
