@@ -82,9 +82,20 @@ class Settings(BaseSettings):
     )
     keyword_url: str | None = Field(
         None,
-        description="Where keyword (BM25) search lives: default is SQLite FTS5 in "
-        "data_dir/index (each searching process holds its own); postgresql+psycopg://... "
-        "for one shared index in PostgreSQL (GIN over tsvector, BM25 per tenant).",
+        description="Where keyword (BM25) search lives: default is the embedded index in "
+        "data_dir/indexes (keyword_engine; every process of the install opens the same "
+        "one); postgresql+psycopg://... for one shared index in PostgreSQL (GIN over "
+        "tsvector, BM25 per tenant).",
+    )
+    keyword_engine: Literal["tantivy", "fts5"] = Field(
+        "tantivy",
+        description="The embedded keyword index (when keyword_url is unset): tantivy "
+        "(data_dir/indexes/keyword-tantivy; the index extra), whose any-word pass skips "
+        "documents that cannot reach the top (1-3 ms a search at 100k documents where "
+        "FTS5 takes 80-230 ms when that pass runs), or fts5 (SQLite FTS5 in "
+        "data_dir/indexes/keyword.db; no extra package, cheaper writes: 1 ms a commit "
+        "against tantivy's 20-100 ms). A new tantivy index copies an existing keyword.db "
+        "at its first open; switching back to fts5 does not copy tantivy's documents.",
     )
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint for blob_url (SeaweedFS, MinIO...); default AWS.",

@@ -15,11 +15,12 @@ import pytest
 
 from kenning.stores.keyword import KeywordDoc, KeywordHit, KeywordIndex, SQLiteKeywordIndex
 from kenning.stores.keyword.postgres_index import PostgresKeywordIndex
+from kenning.stores.keyword.tantivy_index import TantivyKeywordIndex
 from kenning.stores.keyword.words import highlight
 
 KeywordIndexFactory = Callable[[Path], KeywordIndex]
 
-FACTORIES = ["sqlite-fts5", "postgres"]
+FACTORIES = ["sqlite-fts5", "tantivy", "postgres"]
 
 FILLER = [
     "the council met on tuesday to discuss the budget",
@@ -35,6 +36,9 @@ FILLER = [
 def factory(request: pytest.FixtureRequest) -> Iterator[KeywordIndexFactory]:
     if request.param == "sqlite-fts5":
         yield lambda root: SQLiteKeywordIndex(root / "keyword.db")
+        return
+    if request.param == "tantivy":
+        yield lambda root: TantivyKeywordIndex(root / "keyword-tantivy")
         return
     url = request.getfixturevalue("postgres_url")
     opened: list[PostgresKeywordIndex] = []

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from kenning.cli.client import wait_ready
+from kenning.stores.keyword import KeywordIndex
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Asset, AuditEvent, Job, Segment, StageRun
 from tests.fixtures import media
@@ -120,8 +121,6 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
         # The keyword index holds each chunk exactly once, across the crash.
         found = httpx.get(f"{url}/metrics").text
         assert "kenning_stage_seconds_bucket" in found
-        from kenning.stores.keyword import SQLiteKeywordIndex
-
         tenant = assets[0].tenant_id
         # After the restart the in-memory indexes were rebuilt from the database.
         first = files[0].read_text()
@@ -132,7 +131,7 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
             assert any(h["title"] == title for h in hits), (mode, hits)
         # Indexes follow the index log: a search catches them up to everything committed
         # (a finished job alone does not wait for the server's follower).
-        assert SQLiteKeywordIndex(data_dir / "indexes" / "keyword.db").count(tenant) == chunks
+        assert _keyword_index(data_dir).count(tenant) == chunks
         status = httpx.get(f"{url}/v1/admin/queues", headers=headers).json()
         assert sum(q["ready"] + q["in_flight"] + q["delayed"] for q in status) == 0
         assert sum(q["dead"] for q in status) == 0
@@ -150,7 +149,6 @@ def _collector_agrees_with_the_database(
     writes in .tmp) goes with the collector; then blobs, rows and indexes agree."""
     from kenning.stores.blobs import LocalBlobStore
     from kenning.stores.blobs.lifetime import BlobCollector
-    from kenning.stores.keyword import SQLiteKeywordIndex
     from kenning.stores.metadata.tables import DerivedBlob
 
     blobs = LocalBlobStore(data_dir / "blobs")
@@ -164,4 +162,12 @@ def _collector_agrees_with_the_database(
     assert {p.name for p in (data_dir / "blobs").glob("??/??/*")} == referenced
     assert list((data_dir / "blobs" / ".tmp").iterdir()) == []
     assert len(referenced) >= 200 + 8  # every asset's bytes and every thumbnail
-    assert SQLiteKeywordIndex(data_dir / "indexes" / "keyword.db").count(tenant) == chunks
+    assert _keyword_index(data_dir).count(tenant) == chunks
+
+
+def _keyword_index(data_dir: Path) -> KeywordIndex:
+    """The embedded keyword index the server wrote (the engine its settings name)."""
+    from kenning.settings import Settings
+    from kenning.stores.bundle import make_keyword_index
+
+    return make_keyword_index(Settings(data_dir=data_dir, _env_file=None))

@@ -169,11 +169,13 @@ def test_sigkill_of_a_worker_mid_batch_loses_and_doubles_nothing(
                               json={"query": title, "mode": mode, "limit": 5}).json()["hits"]
             found = [h["asset_id"] for h in hits if h["title"] == title]
             assert found == [accepted[0]], (mode, hits)
-        from kenning.stores.keyword import SQLiteKeywordIndex
+        from kenning.settings import Settings
+        from kenning.stores.bundle import make_keyword_index
 
-        keyword = SQLiteKeywordIndex(data_dir / "indexes" / "keyword.db")
+        # The embedded keyword index the server's processes share (the engine its
+        # settings name), opened by this process beside them.
+        keyword = make_keyword_index(Settings(data_dir=data_dir, _env_file=None))
         assert keyword.count(assets[0].tenant_id) == chunks
-        keyword.close()
         # The server's /metrics sums its worker processes' metrics (multiprocess mode).
         metrics = httpx.get(f"{url}/metrics").text
         assert 'kenning_step_deliveries_total{result="work",step="embed:text.embed"}' in metrics

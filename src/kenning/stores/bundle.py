@@ -75,9 +75,18 @@ def make_vector_index(settings: Settings) -> VectorIndex:
 
 
 def make_keyword_index(settings: Settings) -> KeywordIndex:
-    """SQLite FTS5 under ``index_dir``, or the PostgreSQL index ``keyword_url`` names."""
+    """The embedded index ``keyword_engine`` names under ``index_dir`` (tantivy, or SQLite
+    FTS5), or the PostgreSQL index ``keyword_url`` names. A new tantivy directory copies
+    the FTS5 file of an existing install (see :mod:`~kenning.stores.keyword.tantivy_index`)."""
     if settings.keyword_url is None:
-        return SQLiteKeywordIndex(settings.index_dir / "keyword.db")
+        fts5 = settings.index_dir / "keyword.db"
+        if settings.keyword_engine == "fts5":
+            return SQLiteKeywordIndex(fts5)
+        try:
+            from kenning.stores.keyword.tantivy_index import TantivyKeywordIndex
+        except ImportError as exc:
+            raise MissingExtra("tantivy", "index") from exc
+        return TantivyKeywordIndex(settings.index_dir / "keyword-tantivy", upgrade_from=fts5)
     from kenning.stores.keyword.postgres_index import PostgresKeywordIndex
 
     return PostgresKeywordIndex(_postgres_url(settings.keyword_url, "keyword_url"))
