@@ -86,7 +86,11 @@ def story_vectors(s: Session, tenant_id: str, space: str,
     stories without one yet are left out."""
     if not asset_ids:
         return {}
-    rows = s.execute(select(Embedding.asset_id, Embedding.vector).where(
-        Embedding.tenant_id == tenant_id, Embedding.asset_id.in_(list(asset_ids)),
-        Embedding.segment_id.is_(None), Embedding.space == space))
-    return {asset_id: np.frombuffer(raw, dtype=np.float32) for asset_id, raw in rows}
+    # The tenant is checked on the rows, not in the WHERE: SQLite, without statistics,
+    # would walk the tenant's whole index (every embedding of the tenant) instead of
+    # the asset ids' (0.3 s a call at 100k stories).
+    rows = s.execute(select(Embedding.asset_id, Embedding.tenant_id, Embedding.vector).where(
+        Embedding.asset_id.in_(list(asset_ids)), Embedding.segment_id.is_(None),
+        Embedding.space == space))
+    return {asset_id: np.frombuffer(raw, dtype=np.float32)
+            for asset_id, tenant, raw in rows if tenant == tenant_id}

@@ -14,14 +14,20 @@
 from __future__ import annotations
 
 import numpy as np
+from sqlalchemy import select
 
 from kenning.services.recommend.content import reader_profile, search_stories
 from kenning.services.recommend.context import Request
 from kenning.services.recommend.reasons import SourceCandidate
 from kenning.services.recommend.trending import DAY_S, top_allowed
 from kenning.stores.bundle import Stores
+from kenning.stores.metadata.tables import Embedding
 
 __all__ = ["NewStorySource", "PopularSource"]
+
+_MEMO_S = 300
+"""The new stories are made once per snapshot and this many seconds of the clock."""
+_IN_CHUNK = 5000  # asset ids per IN (...) list
 
 
 class PopularSource:
@@ -92,8 +98,33 @@ class NewStorySource:
                 out.append(asset_id)
         return out
 
+    def embedded_new_stories(self, request: Request) -> dict[str, int]:
+        """:meth:`new_stories` with their asset-level embedding ids (those without one
+        left out), made once per snapshot and 5 minutes of the clock: every reader's
+        request in that time shares them (the fresh window moves by at most that)."""
+        key = (self.name, self.space, int(request.now.timestamp() // _MEMO_S))
+        snapshot = request.snapshot
+        with snapshot.lock:
+            made = snapshot.memo.get(key)
+        if made is not None:
+            return dict(made)
+        new = self.new_stories(request)
+        ids: dict[str, int] = {}
+        with self.stores.db.session(write=False) as s:
+            for chunk in range(0, len(new), _IN_CHUNK):
+                ids.update(s.execute(select(Embedding.asset_id, Embedding.id).where(
+                    Embedding.tenant_id == request.tenant_id, Embedding.space == self.space,
+                    Embedding.segment_id.is_(None),
+                    Embedding.asset_id.in_(new[chunk:chunk + _IN_CHUNK]))).tuples().all())
+        with snapshot.lock:
+            snapshot.memo = {k: v for k, v in snapshot.memo.items()
+                             if not (isinstance(k, tuple) and k[:2] == key[:2])}
+            snapshot.memo[key] = ids
+        return dict(ids)
+
     def propose(self, request: Request) -> list[SourceCandidate]:
-        fresh = [a for a in self.new_stories(request) if request.allowed(a)]
+        new = self.embedded_new_stories(request)
+        fresh = {a: emb for a, emb in new.items() if request.allowed(a)}
         if not fresh:
             return []
         profile = reader_profile(self.stores, request, self.space, self.half_life_s)
@@ -101,7 +132,8 @@ class NewStorySource:
             return []
         out = []
         for asset_id, score, vector in search_stories(self.stores, request, self.space,
-                                                      profile.vector, request.limit, fresh):
+                                                      profile.vector, request.limit, fresh,
+                                                      embedding_ids=fresh):
             because, cosine = profile.closest(vector)
             out.append(request.candidate(asset_id, round(score, 6), "cold_start", "new_story",
                                          because_of=because, cosine=round(cosine, 6)))

@@ -10,7 +10,7 @@ read that it is closest to: ``content:similar`` with ``because_of`` and that ``c
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,9 +76,12 @@ def reader_profile(stores: Stores, request: Request, space: str,
 
 
 def search_stories(stores: Stores, request: Request, space: str, query: Vector, k: int,
-                   allowed: Collection[str] | None = None) -> list[tuple[str, float, Vector]]:
+                   allowed: Collection[str] | None = None, *,
+                   embedding_ids: Mapping[str, int] | None = None,
+                   ) -> list[tuple[str, float, Vector]]:
     """Stories nearest ``query`` in the tenant's asset-level namespace that the reader may
-    get (``allowed``: only among these asset ids), best first: (asset, cosine, vector)."""
+    get (``allowed``: only among these asset ids, whose asset-level embedding ids
+    ``embedding_ids`` may already hold), best first: (asset, cosine, vector)."""
     stores.follower.catch_up()  # apply what committed before this request
     namespace = vector_namespace(request.tenant_id, space, asset_level=True)
     with stores.db.session(write=False) as s:
@@ -86,9 +89,12 @@ def search_stories(stores: Stores, request: Request, space: str, query: Vector, 
         if allowed is not None:
             if not allowed:
                 return []
-            allowed_ids = set(s.scalars(select(Embedding.id).where(
-                Embedding.tenant_id == request.tenant_id, Embedding.space == space,
-                Embedding.segment_id.is_(None), Embedding.asset_id.in_(list(allowed)))))
+            if embedding_ids is not None:
+                allowed_ids = {embedding_ids[a] for a in allowed if a in embedding_ids}
+            else:
+                allowed_ids = set(s.scalars(select(Embedding.id).where(
+                    Embedding.tenant_id == request.tenant_id, Embedding.space == space,
+                    Embedding.segment_id.is_(None), Embedding.asset_id.in_(list(allowed)))))
             if not allowed_ids:
                 return []
         # Room for what the reader ruled out: those come back from the index too.

@@ -35,6 +35,9 @@ class TenantSnapshot:
     """What the data looked like (event and asset high-water marks): a snapshot with the
     same mark is still current."""
     fitted: dict[str, ImplicitModel] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)
+    """What a source derives from the snapshot alone, made once for every request it
+    serves (e.g. the new stories and their embedding ids)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

@@ -132,13 +132,18 @@ def story_titles(s: Session, tenant_id: str, asset_ids: set[str]) -> dict[str, s
     first line of its first text chunk, cut to about 80 characters."""
     if not asset_ids:
         return {}
-    titles = dict(s.execute(select(Asset.id, Asset.title).where(
-        Asset.tenant_id == tenant_id, Asset.id.in_(list(asset_ids)))).tuples().all())
+    # The tenant is checked on the rows: with a few hundred ids and no statistics, SQLite
+    # walks the tenant's index (every asset of the tenant) instead of the ids'.
+    titles = {asset_id: title for asset_id, tenant, title in s.execute(
+        select(Asset.id, Asset.tenant_id, Asset.title).where(Asset.id.in_(list(asset_ids))))
+        if tenant == tenant_id}
     untitled = [a for a, t in titles.items() if not (t and t.strip())]
     if untitled:
+        # The tenant is already checked (titles): by asset ids alone, SQLite uses their
+        # index, not the tenant's (every segment of the tenant).
         for asset_id, text in s.execute(select(Segment.asset_id, Segment.text).where(
-                Segment.tenant_id == tenant_id, Segment.asset_id.in_(untitled),
-                Segment.kind == "chunk", Segment.seq == 0).order_by(Segment.id)):
+                Segment.asset_id.in_(untitled), Segment.kind == "chunk",
+                Segment.seq == 0).order_by(Segment.id)):
             line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
             if line and not titles.get(asset_id):
                 titles[asset_id] = line if len(line) <= 80 else \

@@ -9,6 +9,7 @@ ingest, their publication times are backdated 30 days (two stay fresh: an hour o
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -293,3 +294,23 @@ def test_one_tenants_events_never_reach_anothers_candidates(world: World) -> Non
     snapshot_a = world.service.snapshot(a.tenant_id)
     assert not {f"b-crowd-{n}" for n in range(10)} & set(snapshot_a.interactions.readers)
     assert not set(snapshot_a.interactions.items) - mine
+
+
+def test_a_changed_snapshot_is_rebuilt_in_the_background(world: World) -> None:
+    """With a snapshot age: the first snapshot is built in the request; after the age,
+    changed data is rebuilt (models fitted) in a thread while the old one is served."""
+    settings = world.service.settings.model_copy(update={"recs_snapshot_max_age_s": 0.2})
+    service = CandidateService(world.kenning.stores, settings,
+                               world.kenning.resources.embedder.model_id)
+    tenant = world.a.tenant_id
+    first = service.snapshot(tenant)
+    assert service.snapshot(tenant) is first  # young: served without reading the marks
+    world.record(world.a, "background-1", "like", "lee-bg-0041")
+    time.sleep(0.25)
+    assert service.snapshot(tenant) is first  # changed: the old one while it rebuilds
+    deadline = time.monotonic() + 60
+    while (current := service.snapshot(tenant)) is first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert current is not first and current.mark != first.mark
+    assert "background-1" in set(current.interactions.readers)
+    assert current.fitted  # the models were fitted in the thread, not in a request
