@@ -142,15 +142,11 @@ class Kenning:
         """``GET /v1/users/{id}/recommendations``; None without the ``recs`` extra (scipy),
         when the route answers 501 ``recs_unavailable``. Its ``source`` is the tenant
         snapshots' and candidate sources' :class:`CandidateService`."""
-        try:
-            from kenning.services.recommend.candidates import CandidateService
-            from kenning.services.recommend.serving import RecommendationService
-        except ImportError as exc:
-            if (exc.name or "").partition(".")[0] == "kenning":
-                raise  # a bug of ours, not a missing extra
-            log.info("recommendations unavailable: pip install 'kenning[recs]'",
-                     extra={"error": str(exc)})
+        if not _recs_installed("recommendations"):
             return None
+        from kenning.services.recommend.candidates import CandidateService
+        from kenning.services.recommend.serving import RecommendationService
+
         candidates = CandidateService(self.stores, self.settings,
                                       self.resources.embedder.model_id)
         return RecommendationService(candidates, self.settings)
@@ -159,14 +155,10 @@ class Kenning:
         """Ranker versions: training runs on the ``recs`` queue (the ``train_ranker`` actor,
         declared in every process, consumed by any worker); None without the ``recs``
         extra. The schedule (``recs_train_every_s``) runs beside the reconciler."""
-        try:
-            from kenning.services.recommend.training import TrainingService
-        except ImportError as exc:
-            if (exc.name or "").partition(".")[0] == "kenning":
-                raise  # a bug of ours, not a missing extra
-            log.info("ranker training unavailable: pip install 'kenning[recs]'",
-                     extra={"error": str(exc)})
+        if not _recs_installed("ranker training"):
             return None
+        from kenning.services.recommend.training import TrainingService
+
         service = TrainingService(self.stores.db, self.broker, self.settings)
         service.declare()
         return service
@@ -271,3 +263,18 @@ class Kenning:
         self._follow.stop()
         self.stores.follower.close()  # last catch-up, snapshot with marks, log truncation
         self.stores.db.dispose()
+
+
+def _recs_installed(what: str) -> bool:
+    """Whether the ``recs`` extra's modules import (a missing extra is logged once per
+    use; an import error inside Kenning itself is a bug and raises)."""
+    try:
+        import kenning.services.recommend.serving
+        import kenning.services.recommend.training  # noqa: F401
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] == "kenning":
+            raise  # a bug of ours, not a missing extra
+        log.info("%s unavailable: pip install 'kenning[recs]'", what,
+                 extra={"error": str(exc)})
+        return False
+    return True

@@ -9,26 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 from kenning.stores.metadata.database import alembic_config
-from kenning.stores.metadata.tables import Base, RecServed
+from kenning.stores.metadata.tables import RecServed
 from tests.conftest import migrated_database
+from tests.fixtures.migrations import orm_diffs
 
 TABLE = "rec_served"
-
-
-def _diffs_for_table(engine: sa.Engine) -> list[object]:
-    """Alembic's autogenerate comparison, restricted to ``rec_served``."""
-    with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={
-            "compare_type": True,
-            "include_object": lambda obj, name, kind, reflected, other: (
-                (kind == "table" and name == TABLE)
-                or getattr(getattr(obj, "table", None), "name", None) == TABLE),
-        })
-        return list(compare_metadata(context, Base.metadata))
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
@@ -47,7 +34,7 @@ def test_the_migrated_table_equals_the_orm_and_downgrades(kind: str, tmp_path: P
         fks = inspector.get_foreign_keys(TABLE)
         assert [(f["constrained_columns"], f["referred_table"], f["options"].get("ondelete"))
                 for f in fks] == [(["asset_id"], "asset", "CASCADE")]
-        assert _diffs_for_table(db.engine) == []
+        assert orm_diffs(db.engine, TABLE) == []
 
         command.downgrade(alembic_config(db.url), "0008")
         assert TABLE not in sa.inspect(db.engine).get_table_names()
