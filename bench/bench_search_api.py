@@ -13,9 +13,10 @@ other (the first sentences of the 300 ABC articles, cycling):
   limit 10): authentication, the index follower's catch-up, filters, the joins against
   the metadata store, fusion, the response model.
 * ``bare <leg>``: a FastAPI app in this process, served by uvicorn on another port, over
-  the same data dir's indexes (the faiss snapshot and the FTS5 file) and the same
-  embedding model: ``semantic`` embeds the query and searches the vectors, ``keyword``
-  searches FTS5, ``hybrid`` does both; it returns ids only.
+  the same data dir's indexes (the faiss snapshot and the keyword index the settings
+  name: tantivy by default) and the same embedding model: ``semantic`` embeds the query
+  and searches the vectors, ``keyword`` searches the keyword index, ``hybrid`` does
+  both; it returns ids only.
 
 Before each side's clock, five queries warm it up (a serving process loads the model and
 the indexes on its first search). Reported: QPS, p50 and p99 latency, and the ratio of
