@@ -8,7 +8,9 @@ on one thread, through txtai's ``external`` vector method), with its defaults ot
 faiss (its default index for this size) and SQLite content; keyword is txtai's BM25
 scoring index. Three txtai indexes, built once and saved under ``--txtai-dir``:
 ``semantic`` (dense only), ``keyword`` (sparse only) and ``hybrid`` (both, txtai's
-default equal weights). Building re-uses one embedding pass.
+default equal weights). Building re-uses one embedding pass, or none with
+``--vectors-from-kenning``: the text vectors Kenning stored for the same texts (its
+asset-level vector of each, from the same model) go to txtai as they are.
 
 Sides: ``kenning serve`` (a separate process, from ``--kenning``) answering
 ``POST /v1/search`` with ``limit`` 10; txtai answering ``POST /search`` in a FastAPI app
@@ -29,7 +31,9 @@ txtai needs PyTorch, which Kenning does not install; run this from a side enviro
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import sqlite3
 import statistics
 import threading
 import time
@@ -52,6 +56,23 @@ _CONFIGS: dict[str, dict[str, Any]] = {
     "keyword": {"keyword": True, "content": True},
     "hybrid": {"hybrid": True, "content": True},
 }
+
+
+def kenning_vectors(data_dir: Path, texts: list[str], model: str) -> np.ndarray:
+    """The vectors Kenning stored for ``texts`` (each asset's text vector, found by the
+    SHA-256 of its bytes): the same model's output, without a second embedding pass."""
+    db = sqlite3.connect(f"file:{data_dir / 'kenning.db'}?mode=ro", uri=True)
+    try:
+        stored = dict(db.execute(
+            "SELECT a.sha256, e.vector FROM embedding e JOIN asset a ON a.id = e.asset_id "
+            "WHERE e.segment_id IS NULL AND e.space = ?", (model,)))
+    finally:
+        db.close()
+    keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    missing = sum(k not in stored for k in keys)
+    if missing:
+        raise SystemExit(f"{missing} of the texts have no stored vector in {data_dir}")
+    return np.stack([np.frombuffer(stored[k], dtype=np.float32) for k in keys])
 
 
 def txtai_indexes(texts: list[str], folder: Path, model: str) -> dict[str, Embeddings]:
@@ -119,6 +140,9 @@ def main() -> None:
                         help="the kenning script of Kenning's own environment")
     parser.add_argument("--model", default="use-multilingual-v3")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the 300 queries")
+    parser.add_argument("--vectors-from-kenning", action="store_true",
+                        help="give txtai the text vectors Kenning stored (same model) instead "
+                        "of embedding the texts again")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -126,6 +150,10 @@ def main() -> None:
         parser.error(f"{args.data_dir} holds no Kenning data: run bench_search_api.py first")
 
     texts = corpus_texts(args.assets)[:args.ingested]
+    cache = args.txtai_dir / "vectors.npy"
+    if args.vectors_from_kenning and not cache.exists():
+        args.txtai_dir.mkdir(parents=True, exist_ok=True)
+        np.save(cache, kenning_vectors(args.data_dir, texts, args.model))
     indexes = txtai_indexes(texts, args.txtai_dir, args.model)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(txtai_app(indexes), host="127.0.0.1", port=port,

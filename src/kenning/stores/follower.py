@@ -9,7 +9,12 @@ live in memory and are written with their snapshots (``save(mark)``), after the 
 a snapshot's mark is never past what it holds; at start the follower loads the snapshots
 and replays the log from their marks. The keyword index keeps its mark inside its own
 database, changed in the same transaction as the documents and only if nobody moved it
-meanwhile, so two processes following one keyword file never move it backwards.
+meanwhile, so two processes following one keyword file never move it backwards. A mark
+alone (entries of other indexes passed, no document changed) is written only once it lags
+``keyword_mark_lag`` entries, or at a snapshot: a keyword commit can cost tens of
+milliseconds (tantivy fsyncs and merges), and a search that catches up should not pay it
+for vector entries. A lagging mark is safe: it only means replaying (idempotently) more
+entries after a restart.
 
 Holes (PostgreSQL). Sequence numbers are drawn at insert and become visible at commit,
 so seq 12 can be visible while seq 11 is not yet. Entries past a hole are applied at
@@ -79,6 +84,8 @@ class IndexFollower:
         retention_s: the log is truncated only past entries at least this old.
         snapshot_entries: :meth:`maintain` snapshots after this many applied entries...
         snapshot_interval_s: ...or this long after the last snapshot, if anything changed.
+        keyword_mark_lag: a keyword mark with no document change is written once it lags
+            this many entries (0: always).
         clock: monotonic seconds (tests pass a fake).
     """
 
@@ -94,6 +101,7 @@ class IndexFollower:
         retention_s: float = 3600.0,
         snapshot_entries: int = 100_000,
         snapshot_interval_s: float = 600.0,
+        keyword_mark_lag: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db, self.vectors, self.hashes, self.keyword = db, vectors, hashes, keyword
@@ -102,6 +110,7 @@ class IndexFollower:
         self.retention_s = retention_s
         self.snapshot_entries = snapshot_entries
         self.snapshot_interval_s = snapshot_interval_s
+        self.keyword_mark_lag = keyword_mark_lag
         self.clock = clock
         self._lock = threading.RLock()
         self._loaded = False
@@ -194,6 +203,7 @@ class IndexFollower:
             if not self._loaded:
                 return 0
             self._save()
+            self._apply_keyword([], self._read_to, lazy=False)
             persisted = [self.vectors.saved_mark(), self.hashes.saved_mark()]
         if persisted[0] is None or persisted[1] is None:
             return 0
@@ -376,12 +386,14 @@ class IndexFollower:
                 log.error("codes not indexed", extra={"namespace": namespace,
                                                       "error": repr(exc)})
 
-    def _apply_keyword(self, entries: Sequence[LogEntry], read_to: int) -> None:
+    def _apply_keyword(self, entries: Sequence[LogEntry], read_to: int, *,
+                       lazy: bool = True) -> None:
         """Apply keyword entries and move the keyword mark, compare-and-set.
 
         When another process moved the mark meanwhile, only the entries past its new
         value are applied, then the mark is set again; documents are keyed by segment id
-        alone, so the last op on an id wins whatever its tenant.
+        alone, so the last op on an id wins whatever its tenant. With no document to
+        change, a ``lazy`` mark moves only once it lags ``keyword_mark_lag`` entries.
         """
         while True:
             expect = self._floor["keyword"]
@@ -393,7 +405,8 @@ class IndexFollower:
             docs = self._keyword_docs({i: e.namespace for i, e in last.items()
                                        if e.op == "add"})
             mark = self._mark("keyword", read_to)
-            if not removes and not docs and mark == expect:
+            if not removes and not docs and (
+                    mark == expect or (lazy and mark - expect < self.keyword_mark_lag)):
                 return
             if self.keyword.apply_log(delete=removes, upsert=docs, expect=expect, mark=mark):
                 self._floor["keyword"] = mark

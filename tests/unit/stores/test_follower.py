@@ -242,6 +242,45 @@ def test_two_followers_share_one_keyword_file(world: World) -> None:
     assert [h.id for h in hits] == [more[0][0]]
 
 
+def vector_only(world: World, n: int, seed: int) -> None:
+    """``n`` embeddings (one log entry each), no keyword document."""
+    with world.write() as (s, changes):
+        for i in range(n):
+            emb = Embedding(tenant_id=world.tenant, asset_id=world.asset, producer="p",
+                            space=SPACE, vector=unit(seed + i).tobytes())
+            s.add(emb)
+            s.flush()
+            changes.vectors.append((emb.id, SPACE, True, unit(seed + i)))
+
+
+def test_a_keyword_mark_alone_is_written_when_it_lags_or_at_a_snapshot(world: World) -> None:
+    """Entries of other indexes do not commit the keyword index at every catch-up (a
+    tantivy commit costs tens of milliseconds on a search's path)."""
+    follower = world.indexes(keyword_mark_lag=3)
+    follower.load()
+    with world.write() as (s, changes):
+        world.add(s, changes, 1)
+    follower.catch_up()
+    written = follower.keyword.log_mark()
+    vector_only(world, 2, seed=10)
+    follower.catch_up()
+    assert follower.keyword.log_mark() == written  # two entries behind: not written
+    assert follower.marks()["keyword"] == top_seq(world.db)  # yet known to be applied
+    vector_only(world, 1, seed=20)
+    follower.catch_up()
+    assert follower.keyword.log_mark() == top_seq(world.db)  # three behind: written
+    vector_only(world, 1, seed=30)
+    follower.catch_up()
+    assert follower.keyword.log_mark() < top_seq(world.db)
+    follower.snapshot()  # a snapshot writes it: truncation is never held back by it
+    assert follower.keyword.log_mark() == top_seq(world.db)
+    eager = world.indexes("b", keyword_mark_lag=0)
+    eager.load()
+    vector_only(world, 1, seed=40)
+    eager.catch_up()
+    assert eager.keyword.log_mark() == top_seq(world.db)
+
+
 def test_background_maintenance_snapshots_when_due(world: World) -> None:
     now = [0.0]
     follower = world.indexes("a", snapshot_entries=10**9, snapshot_interval_s=60,
