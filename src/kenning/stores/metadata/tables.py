@@ -90,6 +90,8 @@ class Asset(Base):
         UniqueConstraint("tenant_id", "sha256", name="uq_asset_tenant_sha256"),
         Index("ix_asset_tenant_created", "tenant_id", "created_at"),
         Index("ix_asset_sha256", "sha256"),
+        # Covers the search's candidate lookup: tenant check and language without the row.
+        Index("ix_asset_id_tenant_language", "id", "tenant_id", "language"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
@@ -161,9 +163,11 @@ class Segment(Base):
     __tablename__ = "segment"
     __table_args__ = (
         UniqueConstraint("asset_id", "producer", "seq", name="uq_segment_producer_seq"),
+        # Covers the search's keyword candidate lookup (segment -> asset).
+        Index("ix_segment_tenant_id_asset", "tenant_id", "id", "asset_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(String(32), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
     asset_id: Mapped[str] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), index=True)
     producer: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(32))
@@ -191,8 +195,13 @@ class Feature(Base):
 
 class Embedding(Base):
     __tablename__ = "embedding"
+    __table_args__ = (
+        # Covers the search's candidate lookup (embedding -> segment): a row holds its
+        # vector, one row per page, so reading rows cost a page per hit.
+        Index("ix_embedding_tenant_id_segment", "tenant_id", "id", "segment_id"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(String(32), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
     asset_id: Mapped[str] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), index=True)
     segment_id: Mapped[int | None] = mapped_column(
         ForeignKey("segment.id", ondelete="CASCADE"), default=None
