@@ -84,11 +84,15 @@ def txtai_indexes(texts: list[str], folder: Path, model: str) -> dict[str, Embed
     if cache.exists():
         known = dict(zip(texts, np.load(cache), strict=True))
 
+    corpus = set(texts)
+
     def transform(batch: list[str]) -> np.ndarray:
-        missing = [t for t in batch if t not in known]
-        if missing:
-            known.update(zip(missing, backend.embed(missing), strict=True))
-        return np.stack([known[t] for t in batch])
+        # Only the corpus's vectors are kept (one embedding pass for three indexes): a
+        # query is embedded every time it is asked, as Kenning embeds it.
+        missing = [t for t in dict.fromkeys(batch) if t not in known]
+        fresh = dict(zip(missing, backend.embed(missing), strict=True)) if missing else {}
+        known.update((t, v) for t, v in fresh.items() if t in corpus)
+        return np.stack([known[t] if t in known else fresh[t] for t in batch])
 
     out: dict[str, Embeddings] = {}
     for mode, config in _CONFIGS.items():

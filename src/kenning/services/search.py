@@ -62,6 +62,12 @@ _BY_SEGMENT = (select(Segment.id, Asset.id, Asset.language)
                .join(Asset, Asset.id == Segment.asset_id)
                .where(Segment.id.in_(_IDS), Segment.tenant_id == _TENANT,
                       Asset.tenant_id == _TENANT))
+# Unfiltered, an embedding names its segment and asset itself (a segment's embeddings go
+# with it: ON DELETE CASCADE): the lookup reads two covering indexes and no row.
+_BY_EMBEDDING_PLAIN = (select(Embedding.id, Embedding.segment_id, Asset.id, Asset.language)
+                       .join(Asset, Asset.id == Embedding.asset_id)
+                       .where(Embedding.id.in_(_IDS), Embedding.tenant_id == _TENANT,
+                              Embedding.segment_id.is_not(None), Asset.tenant_id == _TENANT))
 _BY_EMBEDDING = (select(Embedding.id, Segment.id, Asset.id, Asset.language)
                  .join(Segment, Segment.id == Embedding.segment_id)
                  .join(Asset, Asset.id == Segment.asset_id)
@@ -388,8 +394,8 @@ class SearchService:
             owners = {seg: (asset, language) for seg, asset, language
                       in conn.execute(query, {**params, "ids": seg_ids})}
         if emb_ids:
-            query = _BY_EMBEDDING if plain else self._candidate_filters(who, _BY_EMBEDDING, f,
-                                                                        exclude)
+            query = (_BY_EMBEDDING_PLAIN if plain
+                     else self._candidate_filters(who, _BY_EMBEDDING, f, exclude))
             for emb, seg, asset, language in conn.execute(query, {**params, "ids": emb_ids}):
                 by_vector[emb] = seg
                 owners[seg] = (asset, language)

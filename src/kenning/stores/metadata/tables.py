@@ -196,9 +196,9 @@ class Feature(Base):
 class Embedding(Base):
     __tablename__ = "embedding"
     __table_args__ = (
-        # Covers the search's candidate lookup (embedding -> segment): a row holds its
-        # vector, one row per page, so reading rows cost a page per hit.
-        Index("ix_embedding_tenant_id_segment", "tenant_id", "id", "segment_id"),
+        # Covers the search's candidate lookup (embedding -> segment, asset): a row holds
+        # its vector, one row per page, so reading rows cost a page per hit.
+        Index("ix_embedding_tenant_id_owner", "tenant_id", "id", "segment_id", "asset_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(32))

@@ -14,7 +14,7 @@ from alembic import command
 from sqlalchemy import Select
 from sqlalchemy.dialects import sqlite
 
-from kenning.services.search import _BY_EMBEDDING, _BY_SEGMENT
+from kenning.services.search import _BY_EMBEDDING_PLAIN, _BY_SEGMENT
 from kenning.stores.metadata import Database
 from kenning.stores.metadata.database import alembic_config
 from tests.conftest import migrated_database
@@ -29,8 +29,8 @@ def indexes(engine: sa.Engine, table: str) -> dict[str, list[str | None]]:
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_the_covering_indexes_equal_the_orm_and_downgrade(kind: str, tmp_path: Path) -> None:
     with migrated_database(kind, tmp_path) as db:
-        assert indexes(db.engine, "embedding")["ix_embedding_tenant_id_segment"] == [
-            "tenant_id", "id", "segment_id"]
+        assert indexes(db.engine, "embedding")["ix_embedding_tenant_id_owner"] == [
+            "tenant_id", "id", "segment_id", "asset_id"]
         assert "ix_embedding_tenant_id" not in indexes(db.engine, "embedding")
         assert indexes(db.engine, "segment")["ix_segment_tenant_id_asset"] == [
             "tenant_id", "id", "asset_id"]
@@ -43,11 +43,11 @@ def test_the_covering_indexes_equal_the_orm_and_downgrade(kind: str, tmp_path: P
 
         command.downgrade(alembic_config(db.url), "0010")
         assert indexes(db.engine, "embedding")["ix_embedding_tenant_id"] == ["tenant_id"]
-        assert "ix_embedding_tenant_id_segment" not in indexes(db.engine, "embedding")
+        assert "ix_embedding_tenant_id_owner" not in indexes(db.engine, "embedding")
         assert "ix_asset_id_tenant_language" not in indexes(db.engine, "asset")
         assert indexes(db.engine, "segment")["ix_segment_tenant_id"] == ["tenant_id"]
         db.upgrade()
-        assert "ix_embedding_tenant_id_segment" in indexes(db.engine, "embedding")
+        assert "ix_embedding_tenant_id_owner" in indexes(db.engine, "embedding")
 
 
 def plan(db: Database, statement: Select[Any]) -> list[str]:
@@ -59,9 +59,10 @@ def plan(db: Database, statement: Select[Any]) -> list[str]:
 
 def test_sqlite_answers_the_candidate_lookups_from_the_indexes(tmp_path: Path) -> None:
     with migrated_database("sqlite", tmp_path) as db:
-        by_vector, by_segment = plan(db, _BY_EMBEDDING), plan(db, _BY_SEGMENT)
-    assert any("embedding USING COVERING INDEX ix_embedding_tenant_id_segment" in step
+        by_vector, by_segment = plan(db, _BY_EMBEDDING_PLAIN), plan(db, _BY_SEGMENT)
+    assert any("embedding USING COVERING INDEX ix_embedding_tenant_id_owner" in step
                for step in by_vector), by_vector
+    assert [step.split()[1] for step in by_vector] == ["embedding", "asset"]  # no segment
     assert any("segment USING COVERING INDEX ix_segment_tenant_id_asset" in step
                for step in by_segment), by_segment
     for steps in (by_vector, by_segment):
