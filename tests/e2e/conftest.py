@@ -55,12 +55,16 @@ def e2e_settings(data_dir: Path, **overrides: object) -> Settings:
 @pytest.fixture(scope="module")
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[Api]:
-    """The embedded profile; a module parametrized with ``PROFILES`` runs on both."""
+    """The embedded profile; a module parametrized with ``PROFILES`` runs on both. A
+    module's ``API_SETTINGS`` (a dict) adds to :func:`e2e_settings`."""
     data_dir = tmp_path_factory.mktemp("kenning")
+    overrides: dict[str, object] = dict(getattr(request.module, "API_SETTINGS", {}))
     if getattr(request, "param", "embedded") == "embedded":
-        context: AbstractContextManager[Kenning] = nullcontext(Kenning(e2e_settings(data_dir)))
+        context: AbstractContextManager[Kenning] = nullcontext(
+            Kenning(e2e_settings(data_dir, **overrides)))
     else:
-        context = cluster_kenning(data_dir, request.getfixturevalue("pgvector_server"))
+        context = cluster_kenning(data_dir, request.getfixturevalue("pgvector_server"),
+                                  **overrides)
     with context as kenning, TestClient(create_app(kenning)) as client:
         key = (data_dir / "bootstrap_api_key").read_text().strip()
         yield Api(client, kenning, key, data_dir)

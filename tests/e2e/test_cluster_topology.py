@@ -56,11 +56,13 @@ def test_two_api_servers_and_two_workers_share_one_cluster(
                 folder.mkdir()
                 port = free_port()
                 processes.append(serve(folder, port, "--api-only", env=env))
-                url = f"http://127.0.0.1:{port}"
-                wait_ready(url, alive=lambda p=processes[-1]: p.poll() is None, timeout_s=180)
-                urls.append(url)
-            for name in ("worker-1", "worker-2"):
+                urls.append(f"http://127.0.0.1:{port}")
+                if name == "api-a":  # the first migrates the database and makes the tenant
+                    wait_ready(urls[0], alive=lambda: processes[0].poll() is None,
+                               timeout_s=180)
+            for name in ("worker-1", "worker-2"):  # they start while api-b does
                 processes.append(worker(tmp_path / name, env, threads=2))
+            wait_ready(urls[1], alive=lambda: processes[1].poll() is None, timeout_s=180)
             key = (tmp_path / "api-a" / "bootstrap_api_key").read_text().strip()
             assert not (tmp_path / "api-b" / "bootstrap_api_key").exists()  # one tenant
             headers = {"Authorization": f"Bearer {key}"}

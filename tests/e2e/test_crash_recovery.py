@@ -1,10 +1,11 @@
-"""SIGKILL `kenning serve` in the middle of ingesting 200 files, start it again:
-every accepted asset completes, none twice."""
+"""SIGKILL `kenning serve` in the middle of ingesting 100 files, while its pipeline is
+at work on them, start it again: every accepted asset completes, none twice."""
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,14 @@ from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
 pytestmark = pytest.mark.slow
 
+TEXTS = 96
+IMAGES = ("coffee", "astronaut", "chelsea", "camera")
+FILES = TEXTS + len(IMAGES)
+AT_WORK = 40
+"""Files sent before waiting for the pipeline to finish a stage of one of them."""
+KILL_AT = 60
+"""Accepted files at which the server is killed, with more requests in flight."""
+
 
 def _files(tmp: Path) -> list[Path]:
     folder = tmp / "inbox"
@@ -29,18 +38,18 @@ def _files(tmp: Path) -> list[Path]:
     paths = []
     for article in media.news():
         if article.text in seen:
-            continue  # the corpus repeats a few articles; we want 200 distinct files
+            continue  # the corpus repeats a few articles; we want distinct files
         seen.add(article.text)
         path = folder / f"{article.id}.txt"
         path.write_text(f"{article.title}\n\n{article.text}")
         paths.append(path)
-        if len(paths) == 192:
+        if len(paths) == TEXTS:
             break
-    for name in ("coffee", "astronaut", "chelsea", "camera", "rocket", "coins", "horse", "moon"):
+    for name in IMAGES:
         path = folder / f"{name}.jpg"
         path.write_bytes(media.jpeg_bytes(name, 85))
         paths.append(path)
-    assert len(paths) == 200
+    assert len(paths) == FILES
     return paths
 
 
@@ -51,6 +60,7 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = serve(data_dir, port)
+    database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
     try:
         wait_ready(url, alive=lambda: server.poll() is None)
         key = (data_dir / "bootstrap_api_key").read_text().strip()
@@ -70,17 +80,22 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
             if r.status_code == 202:
                 with lock:
                     accepted[path] = r.json()["asset_id"]
-                    if len(accepted) >= 120 and not killed.is_set():
+                    if len(accepted) >= KILL_AT and not killed.is_set():
                         killed.set()
                         server.send_signal(signal.SIGKILL)
 
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(send, files))
+            list(pool.map(send, files[:AT_WORK]))
+            deadline = time.monotonic() + 120
+            while not _succeeded(database):  # the pipeline is at work on them
+                assert time.monotonic() < deadline, "the pipeline never got to work"
+                assert server.poll() is None
+                time.sleep(0.05)
+            list(pool.map(send, files[AT_WORK:]))
         server.wait(timeout=30)
         assert server.returncode == -signal.SIGKILL
-        assert 120 <= len(accepted) < 200
+        assert KILL_AT <= len(accepted) < FILES
 
-        database = Database(f"sqlite:///{data_dir / 'kenning.db'}")
         with database.session(write=False) as s:
             unfinished = s.scalar(select(func.count()).select_from(StageRun).where(
                 StageRun.state.not_in(("succeeded", "failed", "skipped"))))
@@ -95,27 +110,32 @@ def test_sigkill_during_ingest_loses_nothing_and_doubles_nothing(tmp_path: Path)
 
         server = serve(data_dir, port)
         wait_ready(url, alive=lambda: server.poll() is None)
-        # The client re-sends everything: what was accepted comes back as a duplicate.
-        for path in files:
-            r = httpx.post(f"{url}/v1/assets", headers=headers, timeout=60,
-                           files={"file": (path.name, path.read_bytes())})
-            assert r.status_code == 202, r.text
-            if path in accepted:
-                assert r.json()["duplicate_of"] == accepted[path]
+
+        def resend(path: Path) -> tuple[Path, httpx.Response]:
+            return path, httpx.post(f"{url}/v1/assets", headers=headers, timeout=60,
+                                    files={"file": (path.name, path.read_bytes())})
+
+        # The client re-sends everything (the images first: their OCR is the longest
+        # work): what was accepted comes back as a duplicate.
+        with ThreadPoolExecutor(4) as pool:
+            for path, r in pool.map(resend, files[TEXTS:] + files[:TEXTS]):
+                assert r.status_code == 202, r.text
+                if path in accepted:
+                    assert r.json()["duplicate_of"] == accepted[path]
         assert wait_jobs_done(database, 400) == 0
 
         with database.session(write=False) as s:
             assets = list(s.scalars(select(Asset)))
-            assert len(assets) == 200
-            assert len({a.sha256 for a in assets}) == 200
+            assert len(assets) == FILES
+            assert len({a.sha256 for a in assets}) == FILES
             assert {a.status for a in assets} == {"ready"}
             assert set(accepted.values()) <= {a.id for a in assets}
-            assert s.scalar(select(func.count()).select_from(Job)) == 200
+            assert s.scalar(select(func.count()).select_from(Job)) == FILES
             states = list(s.scalars(select(StageRun.state)))
             assert set(states) == {"succeeded"}
             creates = s.scalar(select(func.count()).select_from(AuditEvent).where(
                 AuditEvent.action == "asset.create"))
-            assert creates == 200
+            assert creates == FILES
             chunks = s.scalar(select(func.count()).select_from(Segment).where(
                 Segment.kind == "chunk"))
         # The keyword index holds each chunk exactly once, across the crash.
@@ -161,8 +181,15 @@ def _collector_agrees_with_the_database(
     assert result.deleted == len(left) and result.temp_removed == len(temp)
     assert {p.name for p in (data_dir / "blobs").glob("??/??/*")} == referenced
     assert list((data_dir / "blobs" / ".tmp").iterdir()) == []
-    assert len(referenced) >= 200 + 8  # every asset's bytes and every thumbnail
+    assert len(referenced) >= FILES + len(IMAGES)  # every asset's bytes and every thumbnail
     assert _keyword_index(data_dir).count(tenant) == chunks
+
+
+def _succeeded(database: Database) -> int:
+    """Stage runs that succeeded."""
+    with database.session(write=False) as s:
+        return int(s.scalar(select(func.count()).select_from(StageRun).where(
+            StageRun.state == "succeeded")) or 0)
 
 
 def _keyword_index(data_dir: Path) -> KeywordIndex:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,24 +55,31 @@ def _migrate(data_dir: Path, database_url: str, blobs: str, env: dict[str, str])
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("indexes", ["local", "shared"])
-def test_an_embedded_installation_moves_to_postgresql_and_s3(
-    tmp_path: Path, request: pytest.FixtureRequest, indexes: str
-) -> None:
-    """``local``: the migrated server keeps faiss and SQLite FTS indexes of its own;
-    ``shared``: into a PostgreSQL with pgvector, the migrated server's vectors and
-    keyword index live there too (rebuilt from the migrated tables at its first start)."""
-    s3 = s3_server()
-    s3_env = {"KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
-              "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key}
-    embedded = tmp_path / "embedded"
-    embedded.mkdir()
+@dataclass(frozen=True)
+class Embedded:
+    """A stopped embedded installation, with what its server answered before."""
+
+    data_dir: Path
+    headers: dict[str, str]
+    texts: int
+    """Text assets; one image besides."""
+    image_id: str
+    before: dict[str, list[str]]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Embedded:
+    """One embedded installation, filled and stopped, that each case migrates: `kenning
+    migrate` only reads its source (its schema is current; rows and blobs are read)."""
+    data_dir = tmp_path_factory.mktemp("embedded")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = serve(embedded, port)
+    # Pipeline workers as threads of the server (no worker processes to start): how the
+    # installation was filled is not what this module is about.
+    server = serve(data_dir, port, "--worker-processes", "0")
     try:
         wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
-        key = (embedded / "bootstrap_api_key").read_text().strip()
+        key = (data_dir / "bootstrap_api_key").read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
         articles = list({a.text: a for a in media.news()}.values())[:40]
         r = httpx.post(f"{url}/v1/assets/batch", headers=headers, timeout=120, json={
@@ -82,13 +90,26 @@ def test_an_embedded_installation_moves_to_postgresql_and_s3(
                        files={"file": (image, media.image_bytes(image))})
         assert r.status_code == 202, r.text
         image_id = r.json()["asset_id"]
-        assert wait_jobs_done(Database(f"sqlite:///{embedded / 'kenning.db'}"), 300) == 0
+        assert wait_jobs_done(Database(f"sqlite:///{data_dir / 'kenning.db'}"), 300) == 0
         before = _searches(url, headers)
         assert all(before.values())
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
+    return Embedded(data_dir, headers, len(articles), image_id, before)
 
+
+@pytest.mark.parametrize("indexes", ["local", "shared"])
+def test_an_embedded_installation_moves_to_postgresql_and_s3(
+    tmp_path: Path, request: pytest.FixtureRequest, indexes: str, embedded: Embedded
+) -> None:
+    """``local``: the migrated server keeps faiss and SQLite FTS indexes of its own;
+    ``shared``: into a PostgreSQL with pgvector, the migrated server's vectors and
+    keyword index live there too (rebuilt from the migrated tables at its first start)."""
+    s3 = s3_server()
+    s3_env = {"KENNING_S3_ENDPOINT_URL": s3.endpoint_url,
+              "KENNING_S3_ACCESS_KEY": s3.access_key, "KENNING_S3_SECRET_KEY": s3.secret_key}
+    source, headers = embedded.data_dir, embedded.headers
     prefix = f"migrated-{uuid.uuid4().hex[:12]}"
     if indexes == "shared":
         target_database = fresh_pgvector_database(request.getfixturevalue("pgvector_server"))
@@ -98,7 +119,7 @@ def test_an_embedded_installation_moves_to_postgresql_and_s3(
         # Interrupted part way (SIGKILL, 5 rows per transaction), then run again.
         killed = subprocess.Popen(
             [sys.executable, "-m", "kenning.cli.main", "migrate", "--data-dir",
-             str(embedded), "--to-database", database_url, "--to-blobs",
+             str(source), "--to-database", database_url, "--to-blobs",
              f"s3://{s3.bucket}/{prefix}", "--batch-rows", "5"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **s3_env})
         target = Database(database_url)
@@ -117,14 +138,14 @@ def test_an_embedded_installation_moves_to_postgresql_and_s3(
         with target.session(write=False) as s:
             part = s.scalar(select(func.count()).select_from(StageRun))  # copied last
         target.dispose()
-        first = _migrate(embedded, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
+        first = _migrate(source, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
         assert first["ok"] is True
-        assert first["tables"]["asset"]["rows"] == len(articles) + 1
+        assert first["tables"]["asset"]["rows"] == embedded.texts + 1
         runs = first["tables"]["stage_run"]
         assert part < runs["rows"]  # stopped part way; the rerun copied exactly the rest
         assert runs["copied"] == runs["rows"] - part
-        assert first["blobs"]["source"] > len(articles)
-        again = _migrate(embedded, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
+        assert first["blobs"]["source"] > embedded.texts
+        again = _migrate(source, database_url, f"s3://{s3.bucket}/{prefix}", s3_env)
         assert again["ok"] is True  # resumable: the second run finds everything there
         assert all(t["copied"] == 0 for t in again["tables"].values())
         assert again["blobs"]["copied"] == 0
@@ -138,13 +159,16 @@ def test_an_embedded_installation_moves_to_postgresql_and_s3(
         url = f"http://127.0.0.1:{port}"
         shared = ({"KENNING_VECTOR_URL": database_url, "KENNING_KEYWORD_URL": database_url}
                   if indexes == "shared" else {})
-        server = serve(cluster, port, env={
+        # It answers searches and a thumbnail, with nothing left for a pipeline to do: its
+        # workers are threads (no worker processes to start).
+        server = serve(cluster, port, "--worker-processes", "0", env={
             "KENNING_DATABASE_URL": database_url,
             "KENNING_BLOB_URL": f"s3://{s3.bucket}/{prefix}", **s3_env, **shared})
         try:
             wait_ready(url, alive=lambda: server.poll() is None, timeout_s=180)
-            assert _searches(url, headers) == before  # the same key works, same top hits
-            thumb = httpx.get(f"{url}/v1/assets/{image_id}/thumbnail", headers=headers,
+            # The same key works, and the same searches get the same top hits.
+            assert _searches(url, headers) == embedded.before
+            thumb = httpx.get(f"{url}/v1/assets/{embedded.image_id}/thumbnail", headers=headers,
                               timeout=60)
             assert thumb.status_code == 200 and thumb.content[:3] in (b"\xff\xd8\xff", b"RIF")
         finally:

@@ -1,6 +1,6 @@
 """The cluster profile (metadata on PostgreSQL, work on RabbitMQ in a vhost of its own)
 with RabbitMQ stopped and started again (``rabbitmqctl stop_app`` / ``start_app``) while
-500 assets are in flight: ingest keeps answering 202 while it is down (the database is
+250 assets are in flight: ingest keeps answering 202 while it is down (the database is
 the outbox: a doorbell the broker did not take is rung again), workers reconnect, the
 messages RabbitMQ held (durable queues, persistent messages; unacknowledged ones go back
 to their queue) are delivered again, and every accepted asset ends ready, exactly once."""
@@ -29,6 +29,9 @@ from tests.fixtures.servers import free_port, serve, wait_jobs_done
 
 pytestmark = pytest.mark.slow
 
+BEFORE = 250
+"""Texts sent before the broker goes (50 more go while it is down)."""
+
 DOWN_S = 3.0
 
 
@@ -46,7 +49,7 @@ def rabbitmq_stopped() -> Iterator[None]:
 def test_rabbitmq_restarted_mid_flight_loses_and_doubles_nothing(tmp_path: Path) -> None:
     require_rabbitmq()
     firsts = list(dict.fromkeys(a.text.split(". ")[0] for a in media.news()))
-    texts = [f"{firsts[i % len(firsts)]}. Copy {i}." for i in range(550)]
+    texts = [f"{firsts[i % len(firsts)]}. Copy {i}." for i in range(BEFORE + 50)]
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     port = free_port()
@@ -64,13 +67,14 @@ def test_rabbitmq_restarted_mid_flight_loses_and_doubles_nothing(tmp_path: Path)
             http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
                                 timeout=120)
 
-            accepted = [i for at in range(0, 500, 50) for i in send_texts(http, texts[at:at + 50])]
+            accepted = [i for at in range(0, BEFORE, 50)
+                        for i in send_texts(http, texts[at:at + 50])]
             with database.session(write=False) as s:  # the pipeline is busy with them
                 open_jobs = s.scalar(select(func.count()).select_from(Job).where(
                     Job.state.in_(("queued", "running"))))
             assert open_jobs and open_jobs > 100
             with rabbitmq_stopped():  # consumers and publishers lose their connections
-                accepted += send_texts(http, texts[500:550])  # committed; doorbells unsent
+                accepted += send_texts(http, texts[BEFORE:])  # committed; doorbells unsent
                 time.sleep(DOWN_S)
             restarted = time.monotonic()
 

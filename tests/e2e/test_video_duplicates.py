@@ -15,6 +15,11 @@ from tests.fixtures import media
 pytest.importorskip("av")
 pytestmark = pytest.mark.slow
 
+API_SETTINGS = {"video_ocr_max_keyframes": 0}
+"""No av.ocr stage (the setting's own off switch): it took most of this module's time,
+even at one keyframe a video (a decoding child and an OCR pass each), and nothing here
+reads on-screen text, nor can it make a video match; test_video_ocr tests it."""
+
 
 def _upload(api: Api, name: str, data: bytes) -> str:
     r = api.client.post("/v1/assets", headers=api.headers, files={"file": (name, data)})

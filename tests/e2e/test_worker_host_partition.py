@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -57,15 +58,17 @@ def test_a_worker_cut_off_mid_batch_loses_and_doubles_nothing(tmp_path: Path) ->
     articles = list(dict.fromkeys(a.text for a in media.news()))
     texts = [f"{articles[i % len(articles)]}\n\nCopy {i}." for i in range(ASSETS)]
     with netns.test_host() as host, ExitStack() as stack:
-        pg = PostgresServer(listen=f"127.0.0.1,{host.host_ip}")
-        stack.callback(pg.close)
-        pg.start()
-        broker = RedisServer(bind=f"127.0.0.1 {host.host_ip}")
-        stack.callback(broker.close)
-        broker.start()
         s3 = SeaweedServer(ip=host.host_ip)
         stack.callback(s3.close)
-        info = s3.start()
+        with ThreadPoolExecutor(1) as pool:  # S3 comes up (seconds) while the rest does
+            s3_up = pool.submit(s3.start)
+            pg = PostgresServer(listen=f"127.0.0.1,{host.host_ip}")
+            stack.callback(pg.close)
+            pg.start()
+            broker = RedisServer(bind=f"127.0.0.1 {host.host_ip}")
+            stack.callback(broker.close)
+            broker.start()
+            info = s3_up.result()
         processes: list[subprocess.Popen[bytes]] = []
         stack.callback(stop_all, processes)  # unwound first: before the servers close
 
