@@ -8,7 +8,7 @@ Every search maps the vector index's hits (embedding ids) to segments and assets
 reads each candidate asset's language, before ranking (``SearchService._candidates``).
 An embedding row holds its vector (2 KiB at 512 dimensions: one row per 4 KiB page), so
 each of the 50 lookups read a page of its own. Measured at 100k text assets on SQLite
-(50 random embeddings per lookup): 0.75 -> 0.41 ms of CPU warm, 1.57 -> 0.51 ms cold.
+(50 random embeddings per lookup): 0.75 -> 0.33 ms of CPU warm, 1.57 -> 0.42 ms cold.
 
 - ``ix_embedding_tenant_id_owner`` on ``embedding (tenant_id, id, segment_id,
   asset_id)`` replaces ``ix_embedding_tenant_id`` (its prefix): the lookup reads the
