@@ -243,7 +243,8 @@ class SearchService:
             # One lookup for every candidate: the tenant scope, the filters and what was
             # deleted since it was indexed drop segments before they are ranked per asset.
             owners, by_vector = self._candidates(conn, who, list(keyword), list(vectors),
-                                                 filters, req.asset_id)
+                                                 filters, req.asset_id,
+                                                 languages=mode == SearchMode.HYBRID)
             semantic: dict[int, float] = {}
             for emb, score in vectors.items():
                 seg = by_vector.get(emb)
@@ -378,11 +379,18 @@ class SearchService:
 
     def _candidates(
         self, conn: Connection, who: Principal, seg_ids: list[int], emb_ids: list[int],
-        f: SearchFilters, exclude: str | None,
+        f: SearchFilters, exclude: str | None, *, languages: bool,
     ) -> tuple[dict[int, tuple[str, str | None]], dict[int, int]]:
         """The candidates that are the tenant's and pass the filters, found by segment
         (keyword) or by embedding (vectors): each segment's asset and its language (what
-        ranking needs, not the rows), and the segment of each embedding."""
+        ranking needs, not the rows), and the segment of each embedding.
+
+        Unfiltered and without ``languages`` (only fusion weighs by language), vectors
+        take their segment and asset from the index follower's owner map instead of the
+        database: the follower keeps it with the vector index itself, so an id the index
+        returned has its owner there. A deleted asset's hit can then reach ranking for
+        the milliseconds the follower lags; the shown rows' lookup drops it, as before.
+        """
         plain = not (exclude or f.segment_kind or f.kind or f.language or f.metadata
                      or f.created_after or f.created_before)
         owners: dict[int, tuple[str, str | None]] = {}
@@ -393,6 +401,13 @@ class SearchService:
                                                                       exclude)
             owners = {seg: (asset, language) for seg, asset, language
                       in conn.execute(query, {**params, "ids": seg_ids})}
+        if emb_ids and plain and not languages:
+            known = self.stores.follower.owners(emb_ids)
+            for emb, (seg, asset, tenant) in known.items():
+                if tenant == who.tenant_id:
+                    by_vector[emb] = seg
+                    owners[seg] = (asset, None)
+            emb_ids = [i for i in emb_ids if i not in known]
         if emb_ids:
             query = (_BY_EMBEDDING_PLAIN if plain
                      else self._candidate_filters(who, _BY_EMBEDDING, f, exclude))

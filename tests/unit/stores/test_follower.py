@@ -294,3 +294,39 @@ def test_background_maintenance_snapshots_when_due(world: World) -> None:
     now[0] = 61.0
     follower.maintain()
     assert follower.vectors.saved_mark() == top_seq(world.db)
+
+
+def test_the_owner_map_follows_the_vector_index(world: World) -> None:
+    """Segment, asset and tenant per segment-level vector: read from the table on first
+    use, then kept by every entry applied (adds, removes; an asset-level vector has no
+    segment and is not in it), and read again after a rebuild."""
+    follower = world.indexes(persistent=False)
+    follower.catch_up()
+    with world.write() as (s, changes):
+        first = world.add(s, changes, 2)
+    follower.catch_up()
+    emb_ids = [emb for _, emb, *_ in first]
+    assert follower.owners([*emb_ids, 10**9]) == {
+        emb: (seg, world.asset, world.tenant) for seg, emb, *_ in first}
+
+    with world.write() as (s, changes):
+        more = world.add(s, changes, 2, seed=2)
+    with world.write() as (s, changes):
+        world.remove(s, changes, first[:1])
+        s.flush()
+        emb = Embedding(tenant_id=world.tenant, asset_id=world.asset, segment_id=None,
+                        producer="p", space=SPACE, vector=unit(9).tobytes())
+        s.add(emb)
+        s.flush()
+        changes.vectors.append((emb.id, SPACE, True, unit(9)))
+    follower.catch_up()
+    every = [emb for _, emb, *_ in [*first, *more]] + [emb.id]
+    expected = {e: (seg, world.asset, world.tenant) for seg, e, *_ in [*first[1:], *more]}
+    assert follower.owners(every) == expected
+    # Every id the vector index returns has its owner.
+    hits = follower.vectors.search(world.segment_ns, unit(1), 10)
+    assert {h.id for h in hits} == set(expected)
+
+    follower._rebuild()
+    assert follower._owners is None
+    assert follower.owners(every) == expected
