@@ -243,8 +243,7 @@ class SearchService:
             # One lookup for every candidate: the tenant scope, the filters and what was
             # deleted since it was indexed drop segments before they are ranked per asset.
             owners, by_vector = self._candidates(conn, who, list(keyword), list(vectors),
-                                                 filters, req.asset_id,
-                                                 languages=mode == SearchMode.HYBRID)
+                                                 filters, req.asset_id)
             semantic: dict[int, float] = {}
             for emb, score in vectors.items():
                 seg = by_vector.get(emb)
@@ -260,8 +259,9 @@ class SearchService:
                 legs[vector_leg] = [LegHit(owners[i][0], i, semantic[i])
                                     for i in sorted(semantic, key=lambda i: (-semantic[i], i))]
             if mode == SearchMode.HYBRID:
+                # Languages weigh keyword hits only: the keyword candidates' are read.
                 fused = fuse(legs, self.weights, query_language=query_language,
-                             asset_languages=dict(owners.values()))
+                             asset_languages=dict(owners[i] for i in keyword if i in owners))
             else:
                 (leg, hits), = legs.items()
                 fused = ranked_alone(leg, hits)
@@ -379,17 +379,18 @@ class SearchService:
 
     def _candidates(
         self, conn: Connection, who: Principal, seg_ids: list[int], emb_ids: list[int],
-        f: SearchFilters, exclude: str | None, *, languages: bool,
+        f: SearchFilters, exclude: str | None,
     ) -> tuple[dict[int, tuple[str, str | None]], dict[int, int]]:
         """The candidates that are the tenant's and pass the filters, found by segment
         (keyword) or by embedding (vectors): each segment's asset and its language (what
         ranking needs, not the rows), and the segment of each embedding.
 
-        Unfiltered and without ``languages`` (only fusion weighs by language), vectors
-        take their segment and asset from the index follower's owner map instead of the
-        database: the follower keeps it with the vector index itself, so an id the index
-        returned has its owner there. A deleted asset's hit can then reach ranking for
-        the milliseconds the follower lags; the shown rows' lookup drops it, as before.
+        Unfiltered, vectors take their segment and asset from the index follower's owner
+        map instead of the database: the follower keeps it with the vector index itself,
+        so an id the index returned has its owner there. Their language is then unknown
+        (None): fusion weighs by language only the keyword hits, whose owners come from
+        the database. A deleted asset's hit can reach ranking for the milliseconds the
+        follower lags; the shown rows' lookup drops it, as before.
         """
         plain = not (exclude or f.segment_kind or f.kind or f.language or f.metadata
                      or f.created_after or f.created_before)
@@ -401,12 +402,12 @@ class SearchService:
                                                                       exclude)
             owners = {seg: (asset, language) for seg, asset, language
                       in conn.execute(query, {**params, "ids": seg_ids})}
-        if emb_ids and plain and not languages:
+        if emb_ids and plain:
             known = self.stores.follower.owners(emb_ids)
             for emb, (seg, asset, tenant) in known.items():
                 if tenant == who.tenant_id:
                     by_vector[emb] = seg
-                    owners[seg] = (asset, None)
+                    owners.setdefault(seg, (asset, None))
             emb_ids = [i for i in emb_ids if i not in known]
         if emb_ids:
             query = (_BY_EMBEDDING_PLAIN if plain

@@ -92,3 +92,24 @@ def test_an_owner_the_map_lacks_is_read_and_another_tenants_is_dropped(
     finally:
         owners.clear()
         owners.update(saved)
+
+
+def test_hybrid_weighs_keyword_hits_by_their_assets_language(
+    world: tuple[Kenning, Principal, list[str]],
+) -> None:
+    """Vector candidates come from the owner map without a language; the fusion's
+    cross-lingual rule still sees each keyword hit's asset language (from the database)."""
+    kenning, who, assets = world
+    weights = kenning.search.weights
+    for query, language, keyword_weight in [
+        ("Firefighters battled bushfires across New South Wales", "en", weights.keyword),
+        ("Die Feuerwehr kämpfte gegen die Bushfires in New South Wales und im ganzen Land",
+         "de", weights.keyword * weights.crosslingual_keyword),
+    ]:
+        found = kenning.search.search(who, SearchRequest(
+            query=query, mode=SearchMode.HYBRID, explain=True))
+        assert found.query_language == language
+        top = found.hits[0]
+        assert top.asset_id == assets[0] and top.explain is not None
+        assert top.explain["keyword"].weight == pytest.approx(keyword_weight)
+        assert top.explain["semantic"].weight == pytest.approx(weights.semantic)
