@@ -14,10 +14,14 @@ asset-level vector of each, from the same model) go to txtai as they are.
 
 Sides: ``kenning serve`` (a separate process, from ``--kenning``) answering
 ``POST /v1/search`` with ``limit`` 10; txtai answering ``POST /search`` in a FastAPI app
-served by uvicorn in this process (txtai's own API is also FastAPI). One client, one
-query at a time, the two sides alternating query by query (which goes first alternates
-too), so both see the same machine; queries are the first sentences of the 300 ABC
-articles. Reported: p50 and p99 per side and mode and the ratio Kenning / txtai.
+served by uvicorn, as txtai's own API serves it (a plain function returning txtai's
+results, no response model), in a separate process too: this script started again with
+``--serve-txtai``. Each server then runs as it would be deployed, and the client (this
+process) shares its interpreter with neither. ``--txtai-in-process`` serves txtai from a
+thread of the client's process instead, as this bench did before 2026-12-01. One client,
+one query at a time, the two sides alternating query by query (which goes first
+alternates too), so both see the same machine; queries are the first sentences of the
+300 ABC articles. Reported: p50 and p99 per side and mode and the ratio Kenning / txtai.
 
 txtai needs PyTorch, which Kenning does not install; run this from a side environment::
 
@@ -33,8 +37,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import socket
 import sqlite3
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -118,13 +125,27 @@ def txtai_indexes(texts: list[str], folder: Path, model: str) -> dict[str, Embed
 def txtai_app(indexes: dict[str, Embeddings]) -> FastAPI:
     app = FastAPI()
 
-    @app.post("/search")
+    @app.post("/search", response_model=None)
     def search(body: dict[str, Any]) -> list[dict[str, Any]]:
         hits: list[dict[str, Any]] = indexes[str(body["mode"])].search(
             str(body["query"]), int(body.get("limit", 10)))
         return hits
 
     return app
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
+    """Until the txtai server process answers on ``port`` (it loads three indexes)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the txtai server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("the txtai server did not start")
 
 
 def pct(values: list[float], p: int) -> float:
@@ -148,24 +169,43 @@ def main() -> None:
                         help="give txtai the text vectors Kenning stored (same model) instead "
                         "of embedding the texts again")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--txtai-in-process", action="store_true",
+                        help="serve txtai from a thread of this (the client's) process")
+    parser.add_argument("--serve-txtai", type=int, default=None, metavar="PORT",
+                        help=argparse.SUPPRESS)  # the txtai server process
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not (args.data_dir / "kenning.db").exists():
         parser.error(f"{args.data_dir} holds no Kenning data: run bench_search_api.py first")
 
     texts = corpus_texts(args.assets)[:args.ingested]
+    if args.serve_txtai is not None:
+        uvicorn.run(txtai_app(txtai_indexes(texts, args.txtai_dir, args.model)),
+                    host="127.0.0.1", port=args.serve_txtai, log_level="warning")
+        return
     cache = args.txtai_dir / "vectors.npy"
     if args.vectors_from_kenning and not cache.exists():
         args.txtai_dir.mkdir(parents=True, exist_ok=True)
         np.save(cache, kenning_vectors(args.data_dir, texts, args.model))
-    indexes = txtai_indexes(texts, args.txtai_dir, args.model)
+    indexes = txtai_indexes(texts, args.txtai_dir, args.model)  # built here, once
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(txtai_app(indexes), host="127.0.0.1", port=port,
-                                       log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
+    txtai_server: subprocess.Popen[bytes] | None = None
+    if args.txtai_in_process:
+        uv = uvicorn.Server(uvicorn.Config(txtai_app(indexes), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+        thread = threading.Thread(target=uv.run, daemon=True)
+        thread.start()
+    else:
+        del indexes
+        txtai_server = subprocess.Popen([
+            sys.executable, __file__, "--serve-txtai", str(port),
+            "--data-dir", str(args.data_dir), "--assets", str(args.assets),
+            *(["--ingested", str(args.ingested)] if args.ingested else []),
+            "--txtai-dir", str(args.txtai_dir), "--model", args.model])
     server = Server(args.data_dir, command=[str(Path(args.kenning).resolve())])
     server.start()
+    if txtai_server is not None:
+        wait_listening(port, txtai_server)
     assert server.http is not None
     asked = queries()
     latencies: dict[tuple[str, str], list[float]] = {}
@@ -190,8 +230,12 @@ def main() -> None:
                         latencies.setdefault((name, mode), []).append(elapsed)
     finally:
         server.stop()
-        uv.should_exit = True
-        thread.join(timeout=10)
+        if txtai_server is not None:
+            txtai_server.terminate()
+            txtai_server.wait(timeout=30)
+        else:
+            uv.should_exit = True
+            thread.join(timeout=10)
 
     print(f"\n{len(texts)} texts, one client, {args.rounds} x {len(queries())} queries per "
           "mode\n")

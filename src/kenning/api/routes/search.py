@@ -39,8 +39,10 @@ _SIMILAR_DOC = {"requestBody": {"content": {
 @router.post("/search", response_model=SearchResponse,
              responses=error_responses(401, 404, 413, 422),
              summary="Keyword (BM25), semantic or hybrid (RRF) search with filters")
-def search(body: SearchRequest, app: App, who: Who) -> SearchResponse:
-    return app.search.search(who, body)
+async def search(body: SearchRequest, app: App, who: Who) -> SearchResponse:
+    # async, the work in the pool: FastAPI would hop to the pool a second time to
+    # validate a plain function's response (run_in_threadpool in serialize_response).
+    return await run_in_threadpool(app.search.search, who, body)
 
 
 @router.post(
