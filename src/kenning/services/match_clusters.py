@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     SQLColumnExpression,
     delete,
     func,
@@ -159,14 +160,32 @@ def _place(s: Session, tenant_id: str, cluster_id: str, members: set[str],
     s.flush()
 
 
-def stale_clusters(s: Session, limit: int) -> list[tuple[str, str]]:
-    """(tenant, cluster) of live clusters that lost a member to a deletion (their size
-    says more than their members): they are recomputed, as a split might be due."""
+def unmatched(limit: int) -> Select[str, str]:
+    """(tenant, asset) of ready assets in no cluster yet, oldest first: a seek in a
+    partial index (``Asset.match_pending``, kept by the database), not a scan."""
+    return (select(Asset.tenant_id, Asset.id)
+            .where(Asset.match_pending, Asset.status == "ready")
+            .order_by(Asset.created_at, Asset.id).limit(limit))
+
+
+def stale(limit: int) -> Select[str, str]:
+    """(tenant, cluster) of clusters that lost a member since the matcher last looked
+    (``MatchCluster.stale``, set by the database when a membership goes)."""
+    return select(MatchCluster.tenant_id, MatchCluster.id).where(MatchCluster.stale).limit(limit)
+
+
+def repair(s: Session, tenant_id: str, cluster_id: str) -> bool:
+    """Recompute a stale cluster if it is live and its size says more than its members
+    (a split might be due); clear its flag either way. Returns whether it recomputed."""
     live = (select(func.count()).select_from(MatchClusterMember)
             .where(MatchClusterMember.cluster_id == MatchCluster.id).scalar_subquery())
-    return list(s.execute(select(MatchCluster.tenant_id, MatchCluster.id).where(
-        MatchCluster.merged_into.is_(None), MatchCluster.size >= 2, MatchCluster.size != live,
-    ).limit(limit)).tuples().all())
+    due = s.scalar(select(func.count()).select_from(MatchCluster).where(
+        MatchCluster.id == cluster_id, MatchCluster.merged_into.is_(None),
+        MatchCluster.size >= 2, MatchCluster.size != live))
+    if due:
+        recluster(s, tenant_id, [cluster_id])
+    s.execute(update(MatchCluster).where(MatchCluster.id == cluster_id).values(stale=False))
+    return bool(due)
 
 
 def drop_verdict_edge(s: Session, a: str, b: str) -> None:

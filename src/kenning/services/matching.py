@@ -15,7 +15,9 @@ tenant in one transaction:
 
 Crash safety: cluster membership is the "matched" marker and is written in the same
 transaction as the edges, the clusters, the audit events and the webhook deliveries, so
-a crash before the commit leaves the asset unmatched and the next run does it whole;
+a crash before the commit leaves the asset unmatched and the next run does it whole
+(``Asset.match_pending``, which the run's query seeks, follows membership by trigger in
+the same transaction: :func:`.match_clusters.unmatched`);
 a delivery row is committed before the broker hears of it, and the reconciler re-sends
 pending ones. Concurrency: one writer per tenant (:func:`.match_clusters.lock_tenant`);
 matches are looked up before the lock, and an asset another runner matched meanwhile
@@ -57,7 +59,6 @@ from kenning.stores.metadata.audit import record
 from kenning.stores.metadata.database import insert_ignore
 from kenning.stores.metadata.tables import (
     Asset,
-    MatchClusterMember,
     MatchEdge,
     MatchVerdict,
     utcnow,
@@ -146,17 +147,12 @@ class MatchingService:
         run = MatchRun()
         limit = limit or self.settings.matching_batch
         with self.db.session(write=False) as s:
-            stale = mc.stale_clusters(s, limit)
-            pending = list(s.execute(
-                select(Asset.tenant_id, Asset.id)
-                .outerjoin(MatchClusterMember, MatchClusterMember.asset_id == Asset.id)
-                .where(Asset.status == "ready", MatchClusterMember.asset_id.is_(None))
-                .order_by(Asset.created_at, Asset.id).limit(limit)).tuples())
+            stale = list(s.execute(mc.stale(limit)).tuples())
+            pending = list(s.execute(mc.unmatched(limit)).tuples())
         for tenant_id, cluster_id in stale:
             with self.db.session() as s:
                 mc.lock_tenant(s, tenant_id)
-                mc.recluster(s, tenant_id, [cluster_id])
-                run.repaired += 1
+                run.repaired += mc.repair(s, tenant_id, cluster_id)
         by_tenant: dict[str, list[str]] = {}
         for tenant_id, asset_id in pending:
             by_tenant.setdefault(tenant_id, []).append(asset_id)

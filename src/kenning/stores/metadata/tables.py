@@ -24,6 +24,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -92,6 +95,9 @@ class Asset(Base):
         Index("ix_asset_sha256", "sha256"),
         # Covers the search's candidate lookup: tenant check and language without the row.
         Index("ix_asset_id_tenant_language", "id", "tenant_id", "language"),
+        # The matcher's queue: ready assets not matched yet, oldest first, without a scan.
+        Index("ix_asset_match_pending", "status", "created_at", "id",
+              sqlite_where=text("match_pending = 1"), postgresql_where=text("match_pending")),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
@@ -110,6 +116,11 @@ class Asset(Base):
     callback_url: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    match_pending: Mapped[bool] = mapped_column(Boolean, default=True,
+                                                server_default=true())
+    """Not in a match cluster: the matcher takes it once ready. Kept by the database
+    itself (migration 0012's triggers on ``match_cluster_member``): false when the asset
+    joins a cluster, true again when its membership goes (a dissolved cluster)."""
 
 
 class Job(Base):
@@ -351,7 +362,11 @@ class MatchCluster(Base):
     """
 
     __tablename__ = "match_cluster"
-    __table_args__ = (Index("ix_match_cluster_tenant_updated", "tenant_id", "updated_at"),)
+    __table_args__ = (
+        Index("ix_match_cluster_tenant_updated", "tenant_id", "updated_at"),
+        Index("ix_match_cluster_stale", "id", sqlite_where=text("stale = 1"),
+              postgresql_where=text("stale")),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
     first_asset_id: Mapped[str] = mapped_column(
@@ -361,6 +376,10 @@ class MatchCluster(Base):
     merged_into: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A member left (its asset was deleted) since the matcher last looked: set by the
+    database (migration 0012's trigger), cleared by the matcher once it has checked the
+    cluster's size against its members and repaired it."""
 
 
 class MatchClusterMember(Base):
