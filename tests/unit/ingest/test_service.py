@@ -23,6 +23,7 @@ from kenning.settings import Settings
 from kenning.stores.metadata.tables import Asset, AuditEvent, BlobRef, Job, StageRun
 from tests.conftest import fresh_postgres_database
 from tests.fixtures import media
+from tests.fixtures.statements import recorded
 
 
 @dataclass
@@ -368,18 +369,7 @@ def test_duplicates_are_answered_under_backpressure(
 def test_backpressure_reads_the_counters_not_the_runs(
     kenning: Kenning, who: Principal
 ) -> None:
-    from sqlalchemy.engine import Connection
-
-    statements: list[str] = []
-
-    def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    engine = kenning.stores.db.engine
-    event.listen(engine, "before_cursor_execute", on_execute)
-    try:
+    with recorded(kenning.stores.db.engine) as statements:
         kenning.ingest.ingest_many(who, texts(2))
-    finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
     assert any("FROM tenant_load" in s for s in statements)
     assert not any("count(" in s.lower() and "stage_run" in s for s in statements)

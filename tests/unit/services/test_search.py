@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from kenning.container import Kenning
 from kenning.ingest.service import IngestItem, IngestResult
 from kenning.principal import Principal
 from kenning.services.search import SearchMode, SearchRequest
 from kenning.settings import Settings
+from tests.fixtures.statements import recorded
 
 TEXTS = (
     "Bushfires burned across New South Wales as firefighters battled the flames.",
@@ -43,19 +43,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kenning, P
 def _semantic(kenning: Kenning, who: Principal, **filters: Any) -> tuple[list[str], list[str]]:
     """Asset ids of a semantic search for fires, and the statements it ran that read
     the embedding table."""
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-        statements.append(sql)
-
-    engine = kenning.stores.db.engine
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with recorded(kenning.stores.db.engine) as statements:
         found = kenning.search.search(who, SearchRequest(
             query="wildfires burning in Australia", mode=SearchMode.SEMANTIC,
             filters=filters))
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     return [h.asset_id for h in found.hits], [s for s in statements if "embedding" in s]
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from kenning.stores.follower import IndexFollower
 from kenning.stores.index_log import MARKER
@@ -16,6 +15,7 @@ from kenning.stores.metadata import Database
 from kenning.stores.metadata.tables import Embedding, IndexLog
 from tests.conftest import migrated_database
 from tests.fixtures.index_world import SPACE, World, counts, make_world, unit
+from tests.fixtures.statements import recorded
 
 
 @pytest.fixture
@@ -106,16 +106,8 @@ def test_nothing_new_costs_one_query_at_most(world: World) -> None:
     with world.write() as (s, changes):
         world.add(s, changes, 2)
     follower.catch_up()
-    statements: list[str] = []
-
-    def seen(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(world.db.engine, "before_cursor_execute", seen)
-    try:
+    with recorded(world.db.engine) as statements:
         assert follower.catch_up() == 0
-    finally:
-        event.remove(world.db.engine, "before_cursor_execute", seen)
     selects = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
     if world.db.dialect == "sqlite":  # the commit counter says nothing was committed
         assert selects == []
