@@ -264,7 +264,7 @@ class SearchService:
                              asset_languages=dict(owners[i] for i in keyword if i in owners))
             else:
                 (leg, hits), = legs.items()
-                fused = ranked_alone(leg, hits)
+                fused = ranked_alone(leg, hits, req.limit)
             shown = fused[:req.limit]
             rows = self._rows(conn, who, [hit.segment_id for hit in shown])
         out: list[SearchHit] = []

@@ -120,3 +120,10 @@ def test_one_retriever_alone_keeps_its_scores_and_order() -> None:
     assert [(h.asset_id, h.segment_id, h.score) for h in ranked] == [("a", 1, 3.0),
                                                                       ("b", 3, 1.0)]
     assert ranked[1].components["keyword"].rank == 2
+
+
+def test_a_limit_keeps_the_first_assets_not_the_first_segments() -> None:
+    hits = _hits(("a", 1, 3.0), ("a", 2, 2.5), ("b", 3, 2.0), ("c", 4, 1.0))
+    assert [h.asset_id for h in ranked_alone("semantic", hits, 2)] == ["a", "b"]
+    assert ranked_alone("semantic", hits, 2) == ranked_alone("semantic", hits)[:2]
+    assert [h.asset_id for h in best_per_asset(hits, 1)] == ["a"]
