@@ -161,7 +161,7 @@ def run_side(prepared: Path, step: str, processes: int, batch_items: int) -> Run
             deadline = time.monotonic() + 300
             while len(list(ready.iterdir())) < processes:
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    raise RuntimeError(f"workers did not start; see {log_path}")
+                    raise RuntimeError(f"workers did not start: {log_path.read_text()[-3000:]}")
                 time.sleep(0.05)
             cpu0 = sum(cpu_seconds(p.pid) for p in procs)
             broker = make_broker(settings)

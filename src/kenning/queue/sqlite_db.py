@@ -95,12 +95,28 @@ class SQLiteDatabase:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
-        # WAL lets readers (depth queries, other processes) run beside the writer; it
-        # is a property of the file, so setting it once here is enough.
-        self.connection().execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         with self.write() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
+
+    def _use_wal(self) -> None:
+        """WAL lets readers (depth queries, other processes) run beside the writer; it is
+        a property of the file, so setting it once here is enough.
+
+        Processes that open a new file at the same moment (``kenning worker`` started
+        twice on a fresh data directory) race for the switch, and SQLite answers the
+        losers "database is locked" at once, without its busy handler: measured, 3 of 40
+        processes in 10 rounds of 4. They try again until the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                self.connection().execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, outside any transaction (autocommit mode)."""
