@@ -176,7 +176,13 @@ def stale(limit: int) -> Select[str, str]:
 
 def repair(s: Session, tenant_id: str, cluster_id: str) -> bool:
     """Recompute a stale cluster if it is live and its size says more than its members
-    (a split might be due); clear its flag either way. Returns whether it recomputed."""
+    (a split might be due); clear its flag either way. Returns whether it recomputed.
+
+    The flag is cleared first: that write holds the cluster's row (PostgreSQL), so a
+    member deleted while this runs sets the flag again after this commits (its trigger
+    waits for the row), and the next run looks again. Cleared last, it could overwrite
+    that newer mark."""
+    s.execute(update(MatchCluster).where(MatchCluster.id == cluster_id).values(stale=False))
     live = (select(func.count()).select_from(MatchClusterMember)
             .where(MatchClusterMember.cluster_id == MatchCluster.id).scalar_subquery())
     due = s.scalar(select(func.count()).select_from(MatchCluster).where(
@@ -184,7 +190,6 @@ def repair(s: Session, tenant_id: str, cluster_id: str) -> bool:
         MatchCluster.size >= 2, MatchCluster.size != live))
     if due:
         recluster(s, tenant_id, [cluster_id])
-    s.execute(update(MatchCluster).where(MatchCluster.id == cluster_id).values(stale=False))
     return bool(due)
 
 
