@@ -9,7 +9,9 @@ keyframe hit names its moment (``start_s``) and keyframe number.
 
 Every retriever returns segment ids; every candidate is then joined against the metadata
 store, which applies the tenant scope (again) and the structured filters and drops
-anything deleted since it was indexed. Hits are one per asset, its best segment.
+anything deleted since it was indexed. Unfiltered, vector hits take their segment and
+asset from the index follower's owner map instead (tenant checked there), and only the
+shown rows are read. Hits are one per asset, its best segment.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ the log's top *before* the scan: entries after it are replayed, which is idempot
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -378,7 +379,6 @@ class IndexFollower:
                 rows = s.execute(select(
                     Embedding.id, Embedding.tenant_id, Embedding.space, Embedding.segment_id,
                     Embedding.asset_id, Embedding.vector).where(Embedding.id.in_(chunk))).all()
-            tenants: dict[str, str] = {}
             for emb_id, tenant, space, segment_id, asset_id, raw in rows:
                 namespace = vector_namespace(tenant, space, asset_level=segment_id is None)
                 if namespace in adds[emb_id]:
@@ -386,7 +386,7 @@ class IndexFollower:
                     groups[namespace][1].append(np.frombuffer(raw, dtype=np.float32))
                     if owners is not None and segment_id is not None:
                         # before the index has it
-                        owners[emb_id] = (segment_id, asset_id, tenants.setdefault(tenant, tenant))
+                        owners[emb_id] = (segment_id, asset_id, sys.intern(tenant))
         for namespace, (ids, vectors) in groups.items():
             try:
                 self.vectors.add(namespace, ids, np.vstack(vectors))
@@ -492,14 +492,13 @@ class IndexFollower:
         are missing early (the index may still return them: the caller's lookup then
         finds them gone, as it would without this map)."""
         owners: dict[int, tuple[int, str, str]] = {}
-        tenants: dict[str, str] = {}
         with self.db.reading() as conn:
             result = conn.execute(select(Embedding.id, Embedding.segment_id, Embedding.asset_id,
                                          Embedding.tenant_id)
                                   .where(Embedding.segment_id.is_not(None)))
             for emb_id, segment_id, asset_id, tenant in result:
                 if segment_id is not None:  # the query's condition
-                    owners[emb_id] = (segment_id, asset_id, tenants.setdefault(tenant, tenant))
+                    owners[emb_id] = (segment_id, asset_id, sys.intern(tenant))
         return owners
 
     def _rebuild(self) -> dict[str, int]:

@@ -69,14 +69,13 @@ def upgrade() -> None:
                                      server_default=sa.true()))
     op.add_column("match_cluster", sa.Column("stale", sa.Boolean(), nullable=False,
                                              server_default=sa.false()))
-    op.execute("UPDATE asset SET match_pending = false WHERE id IN "
-               "(SELECT asset_id FROM match_cluster_member)" if postgres else
-               "UPDATE asset SET match_pending = 0 WHERE id IN "
-               "(SELECT asset_id FROM match_cluster_member)")
-    op.execute(
-        f"UPDATE match_cluster SET stale = {'true' if postgres else '1'} "
-        "WHERE merged_into IS NULL AND size >= 2 AND size != (SELECT count(*) FROM "
-        "match_cluster_member m WHERE m.cluster_id = match_cluster.id)")
+    # Booleans bound, so each driver writes its own (0/1 on SQLite, false/true here).
+    op.execute(sa.text("UPDATE asset SET match_pending = :no WHERE id IN "
+                       "(SELECT asset_id FROM match_cluster_member)").bindparams(no=False))
+    op.execute(sa.text(
+        "UPDATE match_cluster SET stale = :yes WHERE merged_into IS NULL AND size >= 2 "
+        "AND size != (SELECT count(*) FROM match_cluster_member m "
+        "WHERE m.cluster_id = match_cluster.id)").bindparams(yes=True))
     op.create_index("ix_asset_match_pending", "asset", ["status", "created_at", "id"],
                     sqlite_where=sa.text("match_pending = 1"),
                     postgresql_where=sa.text("match_pending"))
