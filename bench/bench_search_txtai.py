@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -55,6 +54,7 @@ from fastapi import FastAPI
 from serve_support import Server, free_port
 from txtai import Embeddings
 
+from kenning.cli.client import wait_ready
 from kenning.inference.embedding import make_embedding_backend
 
 MODES = ("keyword", "semantic", "hybrid")
@@ -125,6 +125,10 @@ def txtai_indexes(texts: list[str], folder: Path, model: str) -> dict[str, Embed
 def txtai_app(indexes: dict[str, Embeddings]) -> FastAPI:
     app = FastAPI()
 
+    @app.get("/readyz")
+    def readyz() -> dict[str, str]:  # what wait_ready asks (the indexes load first)
+        return {"status": "ok"}
+
     @app.post("/search", response_model=None)
     def search(body: dict[str, Any]) -> list[dict[str, Any]]:
         hits: list[dict[str, Any]] = indexes[str(body["mode"])].search(
@@ -132,20 +136,6 @@ def txtai_app(indexes: dict[str, Embeddings]) -> FastAPI:
         return hits
 
     return app
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
-    """Until the txtai server process answers on ``port`` (it loads three indexes)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the txtai server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit("the txtai server did not start")
 
 
 def pct(values: list[float], p: int) -> float:
@@ -205,7 +195,8 @@ def main() -> None:
     server = Server(args.data_dir, command=[str(Path(args.kenning).resolve())])
     server.start()
     if txtai_server is not None:
-        wait_listening(port, txtai_server)
+        wait_ready(f"http://127.0.0.1:{port}", alive=lambda: txtai_server.poll() is None,
+                   timeout_s=300)
     assert server.http is not None
     asked = queries()
     latencies: dict[tuple[str, str], list[float]] = {}
